@@ -1,0 +1,87 @@
+"""One source of defaults: a dataclass per job, with CLI flags generated from its fields.
+
+Each job module (``classify``, ``train``, ...) declares a ``@dataclass`` whose fields carry
+``metadata={"help": ..., "flag": ..., "positional": ...}``.  :func:`add_dataclass_args` turns the
+fields into ``argparse`` options and :func:`from_args` builds the config back, so a flag can never
+drift from the default the library uses.  Every job writes its final config next to its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """Bad configuration: raised before any work starts, printed without a traceback by the CLI."""
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
+          positional: bool = False, choices: list | None = None, required: bool = False,
+          **kwargs: Any) -> Any:
+    """A dataclass field carrying its CLI help, optional flag name, choices, and whether the flag is required."""
+    meta = {"help": help, "flag": flag, "positional": positional, "choices": choices, "required": required}
+    if isinstance(default, (list, dict, set)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta, **kwargs)
+    return dataclasses.field(default=default, metadata=meta, **kwargs)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """Returns (inner type, is_list) for ``X``, ``X | None`` and ``list[X]`` annotations."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    if origin in (list, tuple):
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Adds one argparse option per field of dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        tp, is_list = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        kwargs: dict[str, Any] = {"help": meta.get("help", ""), "dest": f.name}
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if meta.get("required"):
+            kwargs["required"] = True
+        if meta.get("positional"):
+            kwargs.pop("dest")
+            parser.add_argument(f.name, type=tp, metavar=f.name.upper(), **kwargs)
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
+        elif is_list:
+            parser.add_argument(flag, type=tp, action="append", default=None, **kwargs)
+        else:
+            kwargs["help"] += f" (default: {default})" if default not in (None, "") else ""
+            parser.add_argument(flag, type=tp, default=default, **kwargs)
+
+
+def from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """Builds dataclass ``cls`` from parsed args, keeping dataclass defaults for unset list flags."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if value is None and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING):
+            continue
+        values[f.name] = value
+    return cls(**values)
+
+
+def to_json(cfg: Any) -> str:
+    """Serialises a config dataclass (written beside every job's output)."""
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True, default=str)

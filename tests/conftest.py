@@ -1,0 +1,75 @@
+"""Shared fixtures: one local Ray per session, a real S3 server (moto) on 127.0.0.1, tiny data."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+# Quiet, deterministic Ray for tests: no progress bars, no usage stats, small object store.
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_server):
+    """One local Ray instance for the whole test session (2 CPUs, 512 MiB object store).
+
+    Starts after the S3 server so that Ray's workers inherit the ``AWS_*`` variables pointing at it.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    yield ray
+    # Left running for the session's other tests; pytest exit ends it.
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint (moto server mode) on 127.0.0.1; AWS_* variables point every client at it.
+
+    Yields the endpoint URL.
+    """
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield url
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server, ray_session):
+    """An s3fs filesystem on the local S3 server with a bucket ``plantray-test``."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, key="testing", secret="testing")
+    if not fs.exists("plantray-test"):
+        fs.mkdir("plantray-test")
+    return fs
