@@ -1,0 +1,123 @@
+"""The multi-node harness itself: a real two-node Ray cluster (separate processes on 127.0.0.1) runs jobs
+submitted through the Jobs API, spreads tasks over both nodes, survives losing its worker node, and tears
+down every process it started."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from multinode import RayCluster, cluster_fixture, is_alive
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+pytestmark = pytest.mark.slow
+
+two_nodes = cluster_fixture(scope="module", num_workers=1)
+
+SPREAD_JOB = """
+import json, time
+import ray
+
+ray.init()
+
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+def where(i):
+    time.sleep(0.5)
+    return i, ray.get_runtime_context().get_node_id()
+
+print("RESULT " + json.dumps(ray.get([where.remote(i) for i in range(4)])), flush=True)
+"""
+
+# Each attempt leaves <index>-<node>-<attempt>.start and, after its second of work, .done in a directory on
+# this (shared) host, so the test can see which task is running where and how often each one ran.
+FAULT_JOB = """
+import json, os, sys, time, uuid
+import ray
+
+marks = sys.argv[1]
+ray.init()
+
+@ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")
+def work(i):
+    stem = os.path.join(marks, f"{i}-{ray.get_runtime_context().get_node_id()}-{uuid.uuid4().hex}")
+    open(stem + ".start", "w").close()
+    time.sleep(1)
+    open(stem + ".done", "w").close()
+    return i, ray.get_runtime_context().get_node_id()
+
+print("RESULT " + json.dumps(ray.get([work.remote(i) for i in range(20)], timeout=150)), flush=True)
+"""
+
+
+def _submit(cluster: RayCluster, workdir: Path, script: str, entrypoint: str) -> tuple[JobSubmissionClient, str]:
+    workdir.mkdir()
+    (workdir / "job.py").write_text(script)
+    client = JobSubmissionClient(cluster.dashboard_url)
+    return client, client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(workdir)})
+
+
+def _wait_job(client: JobSubmissionClient, job_id: str, cluster: RayCluster, timeout: float = 150) -> str:
+    """Wait for a terminal status; fail with the job's and the nodes' logs."""
+    deadline = time.monotonic() + timeout
+    while not (status := client.get_job_status(job_id)).is_terminal():
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            pytest.fail(f"job {job_id} still {status} after {timeout}s\n{client.get_job_logs(job_id)}")
+        time.sleep(0.5)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, f"{status}\n{logs}\n{cluster.logs()}"
+    return logs
+
+
+def _result(logs: str) -> list[tuple[int, str]]:
+    line = next(ln for ln in logs.splitlines() if ln.startswith("RESULT "))
+    return [(i, node) for i, node in json.loads(line[len("RESULT "):])]
+
+
+def test_job_runs_tasks_on_both_nodes(two_nodes, tmp_path):
+    client, job_id = _submit(two_nodes, tmp_path / "job", SPREAD_JOB, "python job.py")
+    results = _result(_wait_job(client, job_id, two_nodes))
+
+    assert sorted(i for i, _ in results) == [0, 1, 2, 3]
+    assert {node for _, node in results} == {two_nodes.head_node_id, *two_nodes.worker_node_ids}
+    assert len(two_nodes.worker_node_ids) == 1 and two_nodes.head_node_id not in two_nodes.worker_node_ids
+
+
+def test_job_survives_worker_loss_and_teardown_leaves_nothing(tmp_path):
+    address_file = Path("/tmp/ray/ray_current_cluster")  # the session's own Ray: must stay untouched
+    before = address_file.read_text() if address_file.exists() else None
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    with RayCluster(num_workers=1) as cluster:
+        head, worker = cluster.head_node_id, cluster.worker_node_ids[0]
+        client, job_id = _submit(cluster, tmp_path / "job", FAULT_JOB, f"python job.py {marks}")
+
+        # Crash the worker node while one of its tasks is mid-sleep and a few tasks have already finished.
+        deadline, victim = time.monotonic() + 120, None
+        while victim is None:
+            assert time.monotonic() < deadline, f"no task started on the worker\n{client.get_job_logs(job_id)}"
+            assert not client.get_job_status(job_id).is_terminal(), client.get_job_logs(job_id)
+            done = {p.stem for p in marks.glob("*.done")}
+            running = [p.stem for p in marks.glob(f"*-{worker}-*.start") if p.stem not in done]
+            if len(done) >= 3 and running:
+                victim = int(running[0].split("-")[0])
+            else:
+                time.sleep(0.05)
+        killed = cluster.kill_worker(0)
+        assert killed and not any(is_alive(p) for p in killed)
+
+        results = _result(_wait_job(client, job_id, cluster))
+        pids = cluster.pids()
+        assert cluster.alive_node_ids() == {head}
+
+    # Every task's result exactly once; the one cut short on the worker was re-run on the head.
+    assert sorted(i for i, _ in results) == list(range(20))
+    assert dict(results)[victim] == head
+    starts = [p.stem.split("-") for p in marks.glob("*.start")]
+    assert {(n, node) for n, node, _ in starts if int(n) == victim} >= {(str(victim), worker), (str(victim), head)}
+    # Teardown ended every process the cluster started, and nothing else was touched.
+    assert pids and not [p for p in pids if is_alive(p)]
+    assert (address_file.read_text() if address_file.exists() else None) == before
