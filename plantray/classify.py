@@ -28,6 +28,12 @@ from plantray.predict import Predictor
 
 log = logging.getLogger(__name__)
 RUN_FILE = "_plantray_run.json"
+# Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
+RESERVED_COLUMNS = frozenset({
+    "scientificName", "confidence", "topk_scientificName", "topk_confidence", "genus", "family",
+    "identifiedBy", "dateIdentified", "identificationVerificationStatus", "model_name", "model_version",
+    "model_sha256", ERROR, "taxonRank", "identificationID", "identificationRemarks", "identificationType",
+    "kingdom"})
 
 
 @dataclass
@@ -85,31 +91,22 @@ def validate(cfg: ClassifyConfig):
     return artifact, kind
 
 
-def build_pipeline(cfg: ClassifyConfig, artifact, kind, plan: runtime.Plan, identified: dict):
-    """The lazy Ray Dataset of predictions (nothing runs until it is written)."""
+def build_pipeline(cfg: ClassifyConfig, artifact, kind, plan: runtime.Plan, now_iso: str):
+    """The lazy Ray Dataset of predictions (nothing runs until it is written) and input statistics."""
     preset = EvalPreset.from_dict(artifact.card["input"], max_pixels=cfg.max_pixels)
-    ds, _ = read_input(kind, reserved=_reserved_columns(artifact))
+    ds, input_stats = read_input(kind, reserved=RESERVED_COLUMNS)
     fetch_config = runtime.fetch_config(cfg)
     ds = ds.map_batches(decode_batch, fn_args=(preset, cfg.max_bytes, fetch_config),
                         batch_size=cfg.decode_batch_size, batch_format="pyarrow", zero_copy_batch=True,
                         num_cpus=plan.decode_cpus)
-    extra = runtime.darwin_core_columns(cfg, artifact) if cfg.rollup_threshold > 0 else None
     return ds.map_batches(
         Predictor,
         fn_constructor_kwargs=dict(model_uri=cfg.model, top_k=cfg.top_k, use_gpu=plan.use_gpu,
-                                   precision=plan.precision, threads=plan.threads, identified=identified,
-                                   extra_columns=extra),
+                                   precision=plan.precision, threads=plan.threads, now_iso=now_iso,
+                                   rollup_threshold=cfg.rollup_threshold),
         batch_size=plan.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
-        num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else 0)
-
-
-def _reserved_columns(artifact) -> set[str]:
-    """Output column names an input column must not shadow (they are renamed ``input_<name>``)."""
-    return {"scientificName", "confidence", "topk_scientificName", "topk_confidence", "genus", "family",
-            "identifiedBy", "dateIdentified", "identificationVerificationStatus", "model_name",
-            "model_version", "model_sha256", ERROR, "taxonRank", "identificationID", "identificationRemarks",
-            "identificationType", "kingdom"}
+        num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else 0), input_stats
 
 
 def summarize(output: str, seconds: float) -> dict:
@@ -138,18 +135,16 @@ def classify(cfg: ClassifyConfig) -> dict:
     plan = runtime.plan_inference(cfg)
     log.info("classify plan: %s", plan)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    identified = {"identifiedBy": artifact.identified_by, "dateIdentified": now,
-                  "identificationVerificationStatus": "unverified"}
     if cfg.overwrite:
         pio.remove(cfg.output)
     start = time.perf_counter()
-    ds = build_pipeline(cfg, artifact, kind, plan, identified)
+    ds, input_stats = build_pipeline(cfg, artifact, kind, plan, now)
     fs, path = pio.arrow_fs(cfg.output)
     ds.write_parquet(path, filesystem=fs, min_rows_per_file=cfg.rows_per_file,
                      arrow_parquet_args_fn=lambda: {"compression": "zstd"})
     summary = summarize(cfg.output, time.perf_counter() - start)
     summary.update(model=cfg.model, model_sha256=artifact.sha256, input=cfg.input, output=cfg.output,
-                   plan=plan.__dict__)
+                   plan=plan.__dict__, input_stats=input_stats)
     if cfg.aggregate == "occurrence":
         summary["occurrences"] = runtime.aggregate(cfg)
     pio.write_bytes(pio.join(cfg.output, RUN_FILE),
@@ -163,5 +158,7 @@ def format_summary(summary: dict) -> str:
              f"({summary['images_per_second']} images/s) -> {summary['output']} ({summary['files']} files)"]
     for reason, count in summary["failures_by_reason"].items():
         lines.append(f"  failed: {count:>8}  {reason}")
+    for reason, count in summary.get("input_stats", {}).get("skipped", {}).items():
+        lines.append(f"  skipped in input: {count:>8}  {reason}")
     return "\n".join(lines)
 

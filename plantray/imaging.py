@@ -112,7 +112,7 @@ def open_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image too large") from None
     except OSError as e:
-        raise ImageError("truncated image" if "truncated" in str(e) else "undecodable image") from None
+        raise ImageError("truncated image" if "truncated" in str(e).lower() else "undecodable image") from None
     except (ValueError, SyntaxError, EOFError, IndexError, TypeError, MemoryError):
         raise ImageError("undecodable image") from None
 

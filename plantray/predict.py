@@ -13,12 +13,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from plantray.darwincore import dwc_columns, rollup
 from plantray.decode import ERROR, PIXELS
 from plantray.imaging import normalize
 from plantray.io import SOURCE_COLUMN
 from plantray.model import Artifact, load_artifact
 
 CARD_METADATA_KEY = b"plantray.model_card"
+DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificationRemarks",
+             "identificationVerificationStatus", "identificationType", "kingdom", "taxonRank")
 
 
 def pick_device(use_gpu: bool) -> torch.device:
@@ -77,7 +80,7 @@ def scatter(values: list, rows: np.ndarray, n: int) -> list:
 
 
 class Predictor:
-    """``map_batches`` actor: decoded pyarrow batch in, prediction columns out.
+    """``map_batches`` actor: decoded pyarrow batch in, prediction and Darwin Core columns out.
 
     Args:
         model_uri: plantray model directory (loaded once per actor).
@@ -85,18 +88,16 @@ class Predictor:
         use_gpu: run on the actor's GPU when present.
         precision: ``fp32`` or ``bf16``.
         threads: CPU threads for torch in this actor.
-        identified: run-wide Darwin Core identification values (``dateIdentified``...).
-        extra_columns: optional callable(probs, rows, artifact) -> dict of per-row columns
-            (Darwin Core roll-up for archives).
+        now_iso: the run's ``dateIdentified`` (one timestamp per run).
+        rollup_threshold: below this top-1 probability, report the genus/family that clears it.
     """
 
     def __init__(self, model_uri: str, top_k: int = 5, use_gpu: bool = False, precision: str = "fp32",
-                 threads: int | None = None, identified: dict | None = None, extra_columns=None):
+                 threads: int | None = None, now_iso: str = "", rollup_threshold: float = 0.0):
         self.artifact = load_artifact(model_uri)
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
         self.top_k = min(top_k, len(self.artifact.labels))
-        self.identified = identified or {}
-        self.extra_columns = extra_columns
+        self.now_iso, self.rollup_threshold = now_iso, rollup_threshold
         self.metadata = {CARD_METADATA_KEY: json.dumps(self.artifact.card).encode()}
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -104,8 +105,9 @@ class Predictor:
         images, rows = stack_pixels(table.column(PIXELS).combine_chunks(), self.net.preset.crop_size)
         probs = self.net.probabilities(images) if len(rows) else torch.zeros((0, len(self.artifact.labels)))
         columns = self._prediction_columns(probs, rows, n)
-        if self.extra_columns is not None:
-            columns.update(self.extra_columns(probs.numpy(), rows, n, self.artifact))
+        if self.rollup_threshold > 0:
+            columns.update(self._rollup_columns(probs.numpy(), rows, n))
+        columns.update(self._darwin_core_columns(table, columns))
         out = table.drop_columns([PIXELS, ERROR, SOURCE_COLUMN])
         for name, array in columns.items():
             out = out.append_column(name, array)
@@ -114,28 +116,52 @@ class Predictor:
 
     def _prediction_columns(self, probs: torch.Tensor, rows: np.ndarray, n: int) -> dict[str, pa.Array]:
         labels = self.artifact.labels
-        conf, idx = probs.topk(self.top_k, dim=1) if len(rows) else (probs[:, :0], probs[:, :0].long())
+        conf, idx = probs.topk(self.top_k, dim=1)
         idx, conf = idx.numpy(), conf.numpy()
         top1 = [labels.names[i[0]] for i in idx]
-        ok = pa.array(np.isin(np.arange(n), rows))
         cols = {
             "scientificName": pa.array(scatter(top1, rows, n), pa.string()),
             "confidence": pa.array(scatter(conf[:, 0].tolist() if len(rows) else [], rows, n), pa.float32()),
             "topk_scientificName": pa.array(scatter([[labels.names[j] for j in r] for r in idx], rows, n),
                                             pa.list_(pa.string())),
             "topk_confidence": pa.array(scatter([r.tolist() for r in conf], rows, n), pa.list_(pa.float32())),
+            "taxonRank": pa.array(scatter(["species"] * len(rows), rows, n), pa.string()),
         }
         if labels.has_genus:
             cols["genus"] = pa.array(scatter([labels.genus[i[0]] for i in idx], rows, n), pa.string())
         if labels.has_family:
             cols["family"] = pa.array(scatter([labels.family[i[0]] for i in idx], rows, n), pa.string())
-        for key, value in self.identified.items():
-            cols[key] = pa.array([value if k else None for k in ok.to_pylist()], pa.string())
         card = self.artifact.card
         for key, value in (("model_name", card["name"]), ("model_version", card["version"]),
                            ("model_sha256", self.artifact.sha256)):
             cols[key] = pa.array([value] * n, pa.string())
         return cols
+
+    def _rollup_columns(self, probs: np.ndarray, rows: np.ndarray, n: int) -> dict[str, pa.Array]:
+        """Names at the most specific rank whose probability clears the threshold (darwincore.rollup)."""
+        labels = self.artifact.labels
+        names, ranks, conf = rollup(probs, labels.genus, labels.family, self.rollup_threshold, species=labels.names)
+        family_of = dict(zip(labels.genus, labels.family))
+        genus = [nm if rk == "genus" else (nm.split()[0] if rk == "species" else None) for nm, rk in zip(names, ranks)]
+        family = [family_of.get(g) if g else nm for g, nm in zip(genus, names)]
+        cols = {"scientificName": pa.array(scatter(names, rows, n), pa.string()),
+                "confidence": pa.array(scatter([float(c) for c in conf], rows, n), pa.float32()),
+                "taxonRank": pa.array(scatter(ranks, rows, n), pa.string())}
+        if labels.has_genus:
+            cols["genus"] = pa.array(scatter(genus, rows, n), pa.string())
+        if labels.has_family:
+            cols["family"] = pa.array(scatter(family, rows, n), pa.string())
+        return cols
+
+    def _darwin_core_columns(self, table: pa.Table, columns: dict[str, pa.Array]) -> dict[str, pa.Array]:
+        """identificationID, identifiedBy, dateIdentified, remarks and the other identification terms."""
+        batch = {"image_uri": np.asarray(table.column("image_uri").to_pylist(), dtype=object),
+                 "error": np.asarray(table.column(ERROR).to_pylist(), dtype=object)}
+        for key in ("scientificName", "confidence", "taxonRank"):
+            batch[key] = np.asarray(columns[key].to_pylist(), dtype=object)
+        batch["confidence"] = np.asarray([c if c is not None else np.nan for c in batch["confidence"]])
+        out = dwc_columns(batch, self.artifact.card, self.now_iso)
+        return {k: pa.array(out[k].tolist(), pa.string()) for k in DWC_TERMS}
 
 
 def default_threads() -> int:

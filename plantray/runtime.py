@@ -53,8 +53,8 @@ def plan_inference(cfg) -> Plan:
     """Sizes the model actor pool from cluster resources and the config's overrides.
 
     On GPUs: one actor per GPU, bf16, large batches, CPUs left to decoding. On CPUs: actors of
-    ``threads_per_actor`` torch threads that reserve all but a share of a CPU each, so decode tasks
-    (which are light next to a ResNet forward) always find room to keep the actors fed.
+    ``threads_per_actor`` torch threads (default: a node's CPUs, up to 8) that reserve half of
+    those CPUs, so the CPU tasks feeding them always find room.
 
     Raises:
         ConfigError: ``--device gpu`` on a cluster without GPUs.
@@ -70,9 +70,10 @@ def plan_inference(cfg) -> Plan:
     per_node = max(1, int(max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])))
     threads = cfg.threads_per_actor or min(per_node, 8)
     actors = cfg.num_actors or max(1, int(cpus // threads))
-    # Reserve a quarter CPU per actor for decoding: decode tasks then always find room.
-    actor_cpus = max(0.25, min(threads, per_node) - 0.25 * min(threads, per_node))
-    return Plan(False, actors, threads, actor_cpus, 0.25, cfg.batch_size or 16, precision)
+    # An actor reserves half its threads' CPUs (at least one): reading, decoding and writing tasks
+    # (light next to a ResNet forward) always find room, so the pipeline can never starve itself.
+    actor_cpus = float(max(1, min(threads, per_node) // 2))
+    return Plan(False, actors, threads, actor_cpus, 0.5, cfg.batch_size or 16, precision)
 
 
 def fetch_config(cfg):
@@ -80,13 +81,6 @@ def fetch_config(cfg):
     from plantray.fetch import FetchConfig
 
     return FetchConfig(timeout=cfg.http_timeout, per_host=cfg.http_per_host, cache=cfg.image_cache)
-
-
-def darwin_core_columns(cfg, artifact):
-    """Per-row Darwin Core roll-up columns for the Predictor (taxonRank and rolled-up name)."""
-    from plantray.darwincore import rollup_columns
-
-    return rollup_columns(cfg.rollup_threshold)
 
 
 def aggregate(cfg) -> dict:

@@ -1,0 +1,27 @@
+# The two commands of README.md: `make quickstart` and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: quickstart test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/plantray quickstart --out quickstart
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check plantray jobs tests bench
+
+test: lint
+	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest -q -rs tests
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/classify_throughput.py --out bench/results
+
+clean:
+	rm -rf quickstart .pytest_cache .ruff_cache

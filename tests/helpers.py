@@ -1,0 +1,49 @@
+"""Small builders shared by tests: tiny JPEGs, tiny models, reading Parquet outputs back."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pyarrow.dataset as pads
+from PIL import Image
+
+from plantray.imaging import EvalPreset
+from plantray.model import Labels, build_model, make_card, save_artifact
+
+SPECIES = ["Quercus robur", "Fagus sylvatica", "Bellis perennis", "Rosa canina"]
+
+
+def jpeg_bytes(width: int = 48, height: int = 40, seed: int = 0, mode: str = "RGB", fmt: str = "JPEG") -> bytes:
+    """Random-noise image bytes of a given size, mode and format."""
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def write(path: str, data: bytes) -> str:
+    """Writes bytes to a local path, creating directories."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def tiny_model(uri: str, arch: str = "resnet18", crop: int = 32, names=SPECIES, counts=None, seed: int = 0) -> dict:
+    """A randomly initialised model artifact with a small input size; returns its card."""
+    import torch
+
+    torch.manual_seed(seed)
+    labels = Labels(list(names), [n.split()[0] for n in names], ["Fam" + n[0] for n in names],
+                    train_images=list(counts) if counts else [])
+    model, provenance = build_model(arch, len(labels), "random")
+    preset = EvalPreset(crop_size=crop, resize_size=round(crop * 256 / 224))
+    return save_artifact(uri, model, labels, make_card(arch, labels, preset, provenance, version="test"))
+
+
+def read_output(uri: str, filesystem=None):
+    """Reads a Parquet dataset back with pyarrow (not with plantray)."""
+    return pads.dataset(uri, format="parquet", filesystem=filesystem).to_table()
