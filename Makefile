@@ -21,7 +21,9 @@ test: lint
 	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest -q -rs tests
 
 bench: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(VENV)/bin/python bench/classify_throughput.py --out bench/results
+	$(VENV)/bin/python bench/scale.py --out bench/results
 
 clean:
 	rm -rf quickstart .pytest_cache .ruff_cache
