@@ -1,0 +1,114 @@
+"""Test-time crops: geometry, mirrors, reproducible random crops, and softmax averaging in one forward."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+
+from plantray import tta
+from plantray.imaging import EvalPreset, preprocess
+from plantray.model import Labels, build_model, load_artifact, make_card, save_artifact
+from plantray.predict import Network
+
+PRESET = EvalPreset(crop_size=32, resize_size=40)
+
+
+def _noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")  # lossless: decoded pixels equal the array written
+    return buf.getvalue()
+
+
+def test_five_crop_boxes_on_known_size():
+    # 50 x 40 image, 32-pixel crops: corners at x in {0, 18}, y in {0, 8}; centre at ((50-32)//2, (40-32)//2).
+    assert tta.five_crop_boxes(50, 40, 32) == [(0, 0, 32, 32), (18, 0, 50, 32), (0, 8, 32, 40), (18, 8, 50, 40),
+                                               (9, 4, 41, 36)]
+
+
+def test_ten_crop_pixels_and_mirrors():
+    img = _noise_image(50, 40)  # shorter side already 40 = resize_size: no resampling
+    arr = np.asarray(img)
+    crops = tta.make_crops(img, PRESET, "ten-crop")
+    assert crops.shape == (10, 32, 32, 3) and crops.dtype == np.uint8
+    for i, (x, y) in enumerate([(0, 0), (18, 0), (0, 8), (18, 8), (9, 4)]):
+        np.testing.assert_array_equal(crops[i], arr[y:y + 32, x:x + 32])
+        np.testing.assert_array_equal(crops[5 + i], np.flip(arr[y:y + 32, x:x + 32], axis=1))
+
+
+def test_center_matches_the_cards_preprocessing():
+    img = _noise_image(70, 55, seed=2)
+    for mode in ("none", "center"):
+        crops = tta.make_crops(img, PRESET, mode)
+        np.testing.assert_array_equal(crops[0], preprocess(_png(img), PRESET))
+
+
+def test_random_ten_crop_reproducible_and_in_bounds():
+    w, h = 60, 40
+    first = tta.random_crop_params(w, h, tta.image_rng(0, "a.jpg"))
+    assert first == tta.random_crop_params(w, h, tta.image_rng(0, "a.jpg"))
+    assert first != tta.random_crop_params(w, h, tta.image_rng(0, "b.jpg"))
+    assert first != tta.random_crop_params(w, h, tta.image_rng(1, "a.jpg"))
+    assert len(first) == 10 and any(m for _, m in first) and not all(m for _, m in first)
+    for (left, top, right, bottom), _ in first:
+        assert 0 <= left < right <= w and 0 <= top < bottom <= h
+        cw, ch = right - left, bottom - top
+        if (cw, ch) != (40, 40):  # not the fallback square
+            assert 0.7 * 0.95 <= cw * ch / (w * h) <= 1.0
+            assert 3 / 4 * 0.9 <= cw / ch <= 4 / 3 * 1.1
+
+
+def test_random_ten_crop_pixels_follow_the_params():
+    img = _noise_image(60, 40, seed=3)
+    crops = tta.make_crops(img, PRESET, "random-ten-crop", tta.image_rng(5, "x"))
+    assert crops.shape == (10, 32, 32, 3)
+    np.testing.assert_array_equal(crops, tta.make_crops(img, PRESET, "random-ten-crop", tta.image_rng(5, "x")))
+    for crop, (box, mirror) in zip(crops, tta.random_crop_params(60, 40, tta.image_rng(5, "x"))):
+        expected = np.asarray(img.resize((32, 32), Image.BILINEAR, box=box))
+        np.testing.assert_array_equal(crop, np.flip(expected, axis=1) if mirror else expected)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    labels = Labels(["Rosa canina", "Quercus robur", "Salvia pratensis"], genus=["Rosa", "Quercus", "Salvia"],
+                    train_images=[20, 20, 20])
+    model, prov = build_model("resnet18", len(labels), "random")
+    uri = str(tmp_path_factory.mktemp("model"))
+    save_artifact(uri, model, labels, make_card("resnet18", labels, PRESET, prov))
+    return uri
+
+
+@pytest.mark.parametrize("mode", ["ten-crop", "random-ten-crop"])
+def test_averaged_prediction_equals_mean_of_single_crops(tmp_path, tiny_model, mode):
+    paths = []
+    for i, size in enumerate([(50, 40), (45, 64)]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        _noise_image(*size, seed=10 + i).save(paths[-1])
+    paths.append(str(tmp_path / "broken.jpg"))
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    table = pa.table({"image_uri": paths, "_source": paths, "scientificName": ["Rosa canina"] * 3,
+                      "genus": [None] * 3, "family": [None] * 3})
+    cropped = tta.crop_batch(table, PRESET, mode, seed=4, max_bytes=10**6)
+    assert cropped.column("error").to_pylist() == [None, None, "not an image"]
+
+    out = tta.CropPredictor(tiny_model, "m", crops=10, ks=(1, 2)).__call__(cropped)
+    net = Network(load_artifact(tiny_model), torch.device("cpu"))
+    for row, path in enumerate(paths[:2]):
+        crops = tta.make_crops(Image.open(path).convert("RGB"), PRESET, mode, tta.image_rng(4, path))
+        single = torch.stack([net.probabilities(c[None])[0] for c in crops]).mean(0)  # one forward per crop
+        conf, idx = single.topk(2)
+        np.testing.assert_allclose(out.column("topk_confidence")[row].as_py(), conf.numpy(), rtol=1e-4, atol=1e-6)
+        names = load_artifact(tiny_model).labels.names
+        assert out.column("topk_scientificName")[row].as_py() == [names[i] for i in idx]
+        assert out.column("correct@2")[row].as_py() == ("Rosa canina" in [names[i] for i in idx])
+    assert out.column("topk_scientificName")[2].as_py() is None and out.column("correct@1")[2].as_py() is None
+    assert out.column("true_genus").to_pylist() == ["Rosa"] * 3  # from the model's labels when the test lacks it
