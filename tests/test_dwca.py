@@ -1,0 +1,235 @@
+"""Darwin Core Archive input: meta.xml parsing, skip rules, dedup, the occurrence join, zip/dir, local/S3,
+and ``plantray classify`` over an archive whose image URLs are served by a real HTTP server."""
+
+from __future__ import annotations
+
+import io
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+from dwca_fixtures import Media, Occ, expected_images, expected_skips, sample_rows, write_gbif, write_publisher, zip_dir
+from PIL import Image
+
+from plantray.config import ConfigError
+from plantray.dwca import SKIP, mark_duplicates, read_dwca, read_meta, skip_reason
+
+# --- pure functions ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, fmt, url, reason", [
+    ("StillImage", None, "http://x/a.jpg", None),
+    ("http://purl.org/dc/dcmitype/StillImage", None, "http://x/a", None),
+    ("Image", "", "https://x/a.png", None),
+    ("Sound", "image/jpeg", "http://x/a.jpg", "sound"),  # the DCMI type wins over the format
+    ("MovingImage", None, "http://x/a.mp4", "video"),
+    ("Text", None, "http://x/a.pdf", "not an image"),
+    (None, "audio/ogg", "http://x/a", "sound"),
+    (None, "video/mp4", "http://x/a", "video"),
+    (None, "image/tiff", "http://x/a", None),
+    (None, "application/pdf", "http://x/a", "not an image"),
+    (None, None, "http://x/a.JPG?size=large", None),  # neither declared: the URL's suffix decides
+    (None, None, "http://x/page.html", "not an image"),
+    ("StillImage", None, None, "no url"),
+    ("StillImage", None, "not a url", "no url"),
+])
+def test_skip_reason(kind, fmt, url, reason):
+    assert skip_reason(kind, fmt, url) == reason
+
+
+def test_mark_duplicates_keeps_one_per_occurrence_and_url():
+    table = pa.table({"gbifID": ["1", "1", "1", "2", "1", "2"],
+                      "image_uri": ["a", "a", "b", "a", "a", "a"],
+                      SKIP: [None, None, None, None, "sound", None]})
+    out = mark_duplicates(table)[SKIP].to_pylist()
+    dup = "duplicate url in occurrence"
+    assert out == [None, dup, None, None, "sound", dup]
+
+
+def _meta(tmp_path, core_row_type="http://rs.tdwg.org/dwc/terms/Occurrence", extension=True, location="m.txt"):
+    ext = ('<extension rowType="http://rs.gbif.org/terms/1.0/Multimedia"><files><location>'
+           f'{location}</location></files><coreid index="0"/></extension>') if extension else ""
+    (tmp_path / "meta.xml").write_text(f'<archive xmlns="http://rs.tdwg.org/dwc/text/"><core rowType='
+                                       f'"{core_row_type}"><files><location>o.txt</location></files>'
+                                       f'<id index="0"/></core>{ext}</archive>')
+    (tmp_path / "o.txt").write_text("1\n")
+    (tmp_path / "m.txt").write_text("1\n")
+    return str(tmp_path)
+
+
+def test_meta_errors_are_config_errors(tmp_path):
+    read_meta(_meta(tmp_path))  # valid
+    with pytest.raises(ConfigError, match="no multimedia extension"):
+        read_meta(_meta(tmp_path, extension=False))
+    with pytest.raises(ConfigError, match="Taxon"):
+        read_meta(_meta(tmp_path, core_row_type="http://rs.tdwg.org/dwc/terms/Taxon"))
+    with pytest.raises(ConfigError, match="names 'missing.txt', which the archive lacks"):
+        read_meta(_meta(tmp_path, location="missing.txt"))
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="unreadable"):
+        read_meta(str(tmp_path / "bad.zip"))
+
+
+def test_meta_dialect_from_meta_xml(tmp_path):
+    occs, media = sample_rows()
+    gbif = read_meta(write_gbif(str(tmp_path / "g"), occs, media))
+    assert (gbif.core.delimiter, gbif.core.quote, gbif.core.header_lines) == ("\t", "", 1)
+    pub = read_meta(write_publisher(str(tmp_path / "p"), occs, media))
+    assert (pub.core.delimiter, pub.core.quote, pub.core.columns["gbifID"]) == (",", '"', 2)
+    assert pub.core.defaults == {"basisOfRecord": "PreservedSpecimen"}
+    assert pub.media[0].columns["image_uri"] == 3 and pub.media[0].columns["license"] == 2
+
+
+# --- reading archives with Ray ---------------------------------------------------------------------------
+
+def _rows(ds) -> list[dict]:
+    # Test-sized datasets only: the library never collects.
+    return ds.take_all()
+
+
+def check_archive(uri: str, occs: list[Occ], media: list[Media], key: str) -> None:
+    """Every still image with a URL exactly once, skips counted exactly, occurrence columns joined."""
+    ds, stats = read_dwca(uri)
+    rows = _rows(ds)
+    expected = expected_images(occs, media, key)
+    pairs = [(r["gbifID"], r["image_uri"]) for r in rows]
+    assert sorted(pairs) == sorted(expected)  # equal lists: exactly once each
+    assert stats["skipped"] == expected_skips(media)
+    assert stats["rows"] == len(media) and stats["images"] == len(expected)
+    assert stats["unmatched_images"] == sum(1 for cid, _ in expected if cid not in {getattr(o, key) for o in occs})
+    by_key = {getattr(o, key): o for o in occs}
+    for r in rows:
+        m = expected[(r["gbifID"], r["image_uri"])]
+        assert (r["license"], r["rightsHolder"], r["creator"]) == (m.license, m.rightsHolder, m.creator)
+        occ = by_key.get(r["gbifID"])
+        if occ is None:  # orphan image: kept, occurrence columns null
+            assert r["occurrenceID"] is None and r["publisherScientificName"] is None
+            continue
+        assert r["occurrenceID"] == occ.occurrenceID
+        assert r["publisherScientificName"] == occ.scientificName
+        assert r["countryCode"] == occ.countryCode
+        if key == "id":  # GBIF layout carries every column
+            assert (r["basisOfRecord"], r["datasetKey"]) == (occ.basisOfRecord, occ.datasetKey)
+            assert r["verbatimScientificName"] == occ.scientificName.upper()
+        else:  # publisher layout: basisOfRecord only as meta.xml's default
+            assert r["basisOfRecord"] == "PreservedSpecimen" and r["datasetKey"] is None
+
+
+@pytest.mark.parametrize("layout", ["gbif", "publisher"])
+@pytest.mark.parametrize("packed", ["dir", "zip", "zip-folder"])
+def test_read_local_archive(ray_session, tmp_path, layout, packed):
+    occs, media = sample_rows()
+    write = write_gbif if layout == "gbif" else write_publisher
+    root = write(str(tmp_path / "a"), occs, media)
+    uri = root if packed == "dir" else zip_dir(root, str(tmp_path / "a.zip"),
+                                               folder="dwca" if packed == "zip-folder" else "")
+    check_archive(uri, occs, media, "id" if layout == "gbif" else "occurrenceID")
+
+
+@pytest.mark.parametrize("packed", ["dir", "zip"])
+def test_read_archive_on_s3(ray_session, s3, tmp_path, packed):
+    occs, media = sample_rows()
+    root = write_gbif(str(tmp_path / "a"), occs, media) if packed == "dir" else write_publisher(
+        str(tmp_path / "a"), occs, media)
+    prefix = f"plantray-test/dwca-{packed}"
+    if packed == "dir":
+        s3.put(root, prefix, recursive=True)
+        check_archive(f"s3://{prefix}", occs, media, "id")
+    else:
+        s3.put(zip_dir(root, str(tmp_path / "a.zip")), f"{prefix}/a.zip")
+        check_archive(f"s3://{prefix}/a.zip", occs, media, "occurrenceID")
+
+
+def test_malformed_rows_are_counted_not_fatal(ray_session, tmp_path):
+    occs, media = sample_rows()
+    root = write_gbif(str(tmp_path / "a"), occs, media)
+    with open(f"{root}/multimedia.txt", "a") as f:
+        f.write("101\tStillImage\ttoo few fields\n")
+    ds, stats = read_dwca(root)
+    assert stats["skipped"]["malformed row"] == 1
+    assert ds.count() == len(expected_images(occs, media))
+
+
+# --- classify over an archive with images on a real HTTP server ------------------------------------------
+
+def _jpeg(colour) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), colour).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_server():
+    images = {"/a.jpg": _jpeg((200, 30, 30)), "/b.jpg": _jpeg((30, 200, 30)), "/c.jpg": _jpeg((30, 30, 200))}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = images.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/jpeg" if body else "text/plain")
+            self.send_header("Content-Length", str(len(body or b"gone")))
+            self.end_headers()
+            self.wfile.write(body or b"gone")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def tiny_model(path: str, names: list[str]) -> str:
+    """A random resnet18 with 32 px crops, saved as a plantray model directory."""
+    from plantray.imaging import EvalPreset
+    from plantray.model import Labels, build_model, make_card, save_artifact
+
+    model, provenance = build_model("resnet18", len(names), "random")
+    labels = Labels(names, genus=[n.split()[0] for n in names], family=["Rosaceae"] * len(names))
+    card = make_card("resnet18", labels, EvalPreset(crop_size=32, resize_size=36), provenance, version="t1")
+    save_artifact(path, model, labels, card)
+    return path
+
+
+def archive_for_server(root: str, base: str) -> tuple[list[Occ], list[Media]]:
+    occs = [Occ("1", "urn:o:1", "Rosa canina"), Occ("2", "urn:o:2", "Prunus avium", countryCode="ES")]
+    media = [Media("1", f"{base}/a.jpg", license="CC0"), Media("1", f"{base}/b.jpg", license="CC BY 4.0"),
+             Media("1", f"{base}/a.jpg", license="CC0"), Media("2", f"{base}/c.jpg", license="CC BY-NC"),
+             Media("2", f"{base}/missing.jpg", license="CC BY"), Media("2", f"{base}/s.mp3", kind="sound")]
+    write_gbif(root, occs, media)
+    return occs, media
+
+
+@pytest.mark.slow
+def test_classify_archive_end_to_end(ray_session, tmp_path, image_server):
+    from plantray.cli import main
+
+    occs, media = archive_for_server(str(tmp_path / "a"), image_server)
+    archive = zip_dir(str(tmp_path / "a"), str(tmp_path / "gbif.zip"))
+    model = tiny_model(str(tmp_path / "model"), ["Rosa canina", "Prunus avium", "Quercus robur"])
+    out = str(tmp_path / "pred")
+    assert main(["classify", "--model", model, "--input", archive, "--output", out, "--num-actors", "1",
+                 "--http-timeout", "5"]) == 0
+    table = pads.dataset(out, format="parquet").to_table()
+    rows = {r["image_uri"]: r for r in table.to_pylist()}
+    assert table.num_rows == 4 and set(rows) == {m.url for m in media if m.kind == "image"}
+    missing = rows[f"{image_server}/missing.jpg"]
+    assert missing["error"] == "http 404" and missing["scientificName"] is None
+    for m in media[:5]:
+        r = rows[m.url]
+        assert (r["gbifID"], r["license"], r["occurrenceID"]) == (m.coreid, m.license, f"urn:o:{m.coreid}")
+        if m.url != missing["image_uri"]:
+            assert r["error"] is None and r["scientificName"] in {"Rosa canina", "Prunus avium", "Quercus robur"}
+    # The predictions export as an archive that an independent reader accepts.
+    from dwca.read import DwCAReader
+
+    exported = str(tmp_path / "identifications.zip")
+    assert main(["export", "dwca", out, exported]) == 0
+    with DwCAReader(exported) as dwca:
+        core = {row.id: [e.data["http://rs.tdwg.org/dwc/terms/identificationReferences"] for e in row.extensions]
+                for row in dwca}
+    assert {k: sorted(v) for k, v in core.items()} == {"1": sorted({media[0].url, media[1].url}),
+                                                       "2": [media[3].url]}
