@@ -27,7 +27,7 @@ COMMANDS = {
                 "incremental re-classification into a predictions table, committed atomically"),
     "export dwca": ("plantray.export", "ExportConfig", "export_dwca", None,
                     "export predictions as a Darwin Core Archive (Identification History)"),
-    "quickstart": ("plantray.quickstart", "QuickstartConfig", "quickstart", None,
+    "quickstart": ("plantray.quickstart", "QuickstartConfig", "quickstart", "format_summary",
                    "synthesise, train, evaluate and classify end to end on embedded defaults"),
 }
 

@@ -163,3 +163,30 @@ def test_full_resnet50_at_224(ray_session, tmp_path):
     table = read_output(out)
     assert summary["classified"] == 3 and sorted(table.column("image_uri").to_pylist()) == sorted(paths)
     assert all(abs(sum(c) - 1) < 1e-3 for c in table.column("topk_confidence").to_pylist())  # 4 labels, top-5
+
+
+def test_rollup_and_occurrence_aggregate(ray_session, tmp_path, model_dir):
+    """A threshold no species of a random 4-class model can clear rolls every image up to its genus or
+    family; --aggregate occurrence writes one row per gbifID combining its images."""
+    paths = [write(f"{tmp_path}/imgs/{i}.jpg", jpeg_bytes(50, 50, seed=30 + i)) for i in range(5)]
+    gbif = ["g1", "g1", "g2", "g3", "g3"]
+    uris = paths[:4] + [str(tmp_path / "gone.jpg")]  # g3's second image is missing
+    pq.write_table(pa.table({"image_uri": uris, "gbifID": gbif}), tmp_path / "m.parquet")
+    out = str(tmp_path / "out")
+    classify(ClassifyConfig(model=model_dir, input=str(tmp_path / "m.parquet"), output=out,
+                            rollup_threshold=0.95, aggregate="occurrence", top_k=4))
+    rows = read_output(out).to_pylist()
+    genera, families = {n.split()[0] for n in SPECIES}, {"Fam" + n[0] for n in SPECIES}
+    for r in rows:
+        if r["error"] is None:
+            assert r["taxonRank"] in ("genus", "family") and r["scientificName"] in genera | families
+            assert "confidence" in r["identificationRemarks"]
+    occ = {r["gbifID"]: r for r in read_output(out + "_occurrences").to_pylist()}
+    assert set(occ) == {"g1", "g2", "g3"}
+    assert (occ["g1"]["images_used"], occ["g3"]["images_used"], occ["g3"]["images_failed"]) == (2, 1, 1)
+    # g1's combined probabilities are the mean of its two images' (all 4 classes are in each top-4)
+    per_image = [dict(zip(r["topk_scientificName"], r["topk_confidence"])) for r in rows if r["gbifID"] == "g1"]
+    mean = {n: (per_image[0][n] + per_image[1][n]) / 2 for n in SPECIES}
+    got = dict(zip(occ["g1"]["topk_scientificName"], occ["g1"]["topk_confidence"]))
+    for n in SPECIES:
+        assert abs(got[n] - mean[n]) < 1e-5
