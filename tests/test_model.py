@@ -1,0 +1,89 @@
+"""Model artifacts: labels parsing, create/load round trip, provenance, refusals (no Ray needed)."""
+
+import hashlib
+import json
+import os
+
+import pytest
+import torch
+import torchvision
+
+from plantray.cli import main
+from plantray.config import ConfigError
+from plantray.create import ModelCreateConfig, create_model
+from plantray.model import build_model, load_artifact, parse_labels
+
+
+def test_labels_csv_and_text():
+    csv = parse_labels("scientificName,genus,family,taxonID\nQuercus robur,Quercus,Fagaceae,2878688\n"
+                       "Bellis perennis,Bellis,Asteraceae,\n")
+    assert csv.names == ["Quercus robur", "Bellis perennis"] and csv.family == ["Fagaceae", "Asteraceae"]
+    assert csv.taxon_id == ["2878688", None] and not csv.has_counts
+    txt = parse_labels("Quercus robur\n\nBellis perennis\n")
+    assert txt.names == ["Quercus robur", "Bellis perennis"] and not txt.has_genus
+
+
+@pytest.mark.parametrize("text,needle", [("", "no labels"), ("name,genus\nA,B\n", "scientificName"),
+                                         ("A a\nA a\n", "duplicate")])
+def test_bad_labels(text, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_labels(text)
+
+
+def test_create_and_load_round_trip(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("scientificName,genus,family\nQuercus robur,Quercus,Fagaceae\nFagus sylvatica,Fagus,Fagaceae\n"
+                      "Bellis perennis,Bellis,Asteraceae\n")
+    out = str(tmp_path / "m")
+    card = create_model(ModelCreateConfig(out=out, labels=str(labels), arch="resnet18", image_size=64))
+    weights = (tmp_path / "m" / "weights.pt").read_bytes()
+    assert card["weights"]["sha256"] == hashlib.sha256(weights).hexdigest()  # computed here, independently
+    assert json.loads((tmp_path / "m" / "model_card.json").read_text())["input"]["crop_size"] == 64
+    art = load_artifact(out)
+    net = art.build()
+    assert net.fc.out_features == 3 and art.labels.genus[2] == "Bellis"
+    assert art.identified_by.startswith("plantray-resnet18 ")
+    # refuses to overwrite, and refuses tampered weights
+    with pytest.raises(ConfigError, match="already holds data"):
+        create_model(ModelCreateConfig(out=out, labels=str(labels), arch="resnet18"))
+    (tmp_path / "m" / "weights.pt").write_bytes(weights[:-10] + b"0123456789")
+    with pytest.raises(ConfigError, match="SHA-256"):
+        load_artifact(out)
+
+
+def test_init_from_state_dict_keeps_backbone(tmp_path):
+    src = torchvision.models.resnet18(num_classes=10)
+    torch.save(src.state_dict(), tmp_path / "backbone.pt")
+    model, prov = build_model("resnet18", 3, str(tmp_path / "backbone.pt"))
+    assert torch.equal(model.conv1.weight, src.conv1.weight) and model.fc.out_features == 3
+    assert prov["uri"].endswith("backbone.pt")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ConfigError, match="not a loadable state dict"):
+        build_model("resnet18", 3, str(tmp_path / "evil.pt"))
+
+
+def test_cli_refusals(tmp_path, capsys):
+    (tmp_path / "l.txt").write_text("A a\nB b\n")
+    assert main(["model", "create", str(tmp_path / "m"), "--labels", str(tmp_path / "l.txt"),
+                 "--arch", "resnet9000"]) == 2
+    assert "unknown --arch" in capsys.readouterr().err
+    assert main(["model", "create", str(tmp_path / "m"), "--labels", str(tmp_path / "nope.csv")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_imagenet_weights_fail_clearly_offline(tmp_path, monkeypatch):
+    """No internet here: the real download path runs and fails with the way out in the message."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # nothing cached
+    (tmp_path / "l.txt").write_text("A a\nB b\n")
+    code = main(["model", "create", str(tmp_path / "m"), "--labels", str(tmp_path / "l.txt"),
+                 "--arch", "resnet18", "--weights", "imagenet"])
+    if code == 0:
+        pytest.skip("this machine can download torchvision weights")
+    assert code == 2 and not os.path.exists(tmp_path / "m")
