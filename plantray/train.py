@@ -1,0 +1,324 @@
+"""``plantray train``: the paper's fine-tuning recipe on Ray Train — multi-worker, fault-tolerant, resumable.
+
+DATA (manifest or ImageFolder tree) -> label set and per-class counts (one small groupby) -> Ray Data
+stream: global shuffle of the URI rows (re-seeded every epoch), read + decode + tag-aware augmentation
+in CPU tasks -> one shard per Ray Train worker -> DDP training (:mod:`plantray.trainloop`) with a
+checkpoint under ``--storage/--name`` every ``--checkpoint-every`` epochs. Rerunning with the same
+``--name`` continues from the latest checkpoint; a failed worker restarts from it (``--max-failures``).
+The final model goes to MODEL as a plantray artifact with metrics, a training curve and a full card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+import ray
+import ray.train
+import torch
+from ray.data import RandomSeedConfig
+from ray.train.torch import TorchTrainer
+
+from plantray import __version__, curves, runtime
+from plantray import io as pio
+from plantray.augment import (
+    TrainPreset,
+    augment_batch,
+    class_weights,
+    scan_labels,
+    shuffle_rows,
+    upright_policy,
+    val_arrays,
+)
+from plantray.config import ConfigError, field, to_json
+from plantray.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EvalPreset
+from plantray.inputs import open_dataset
+from plantray.model import CARD, Labels, build_model, check_arch, make_card, save_artifact
+from plantray.trainloop import CHECKPOINT_FILE, load_checkpoint, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``plantray train`` (CLI flags are generated from these fields)."""
+
+    data: str = field("", required=True, help="training manifest (.parquet/.csv: image_uri, scientificName[, tag, "
+                      "genus, family]) or ImageFolder tree <root>/<scientificName>/**/*.jpg (local or s3://)")
+    output: str = field("", required=True, help="model directory to write (local or s3://)")
+    name: str = field("run", help="run name: rerunning with the same name resumes its latest checkpoint")
+    storage: str | None = field(None, help="checkpoint storage (local dir or s3://; default OUTPUT/checkpoints)")
+    arch: str = field("resnet50", help="torchvision architecture")
+    init: str = field("imagenet", help="imagenet | random | path/URI of a state dict")
+    epochs: int = field(100, help="training epochs")
+    num_workers: int = field(1, help="Ray Train workers (one GPU each with --use-gpu)")
+    use_gpu: bool = field(False, help="train on GPUs (bf16 autocast, NCCL)")
+    cpus_per_worker: float | None = field(None, help="CPUs reserved per worker (default: 1 on GPU, else 3/4 "
+                                          "of the cluster's CPUs shared by the workers; the rest decode)")
+    image_size: int = field(224, help="training crop side in pixels")
+    batch_size: int = field(32, help="images per worker per step")
+    lr: float = field(1e-3, help="Adam learning rate of the new head")
+    backbone_lr_scale: float = field(0.1, help="pretrained layers train at lr x this (1.0 is used with --init random)")
+    class_balance: str = field("none", choices=["none", "sqrt", "inverse"], help="class frequency correction")
+    balance_mode: str = field("loss", choices=["loss", "sample"], help="re-weight the loss or re-sample images")
+    checkpoint_every: int = field(1, help="epochs between checkpoints (the last epoch is always saved)")
+    max_failures: int = field(3, help="worker failures to recover from (from the last checkpoint); -1 = always")
+    seed: int = field(0, help="seed of the initial weights, shuffles and local shuffle buffers")
+    val: str | None = field(None, help="optional validation manifest/tree: top-1 after every epoch")
+    data_license: str = field("", help="licence of the training images (recorded in the model card)")
+    data_citation: str = field("", help="citation of the training data (recorded in the model card)")
+    model_name: str | None = field(None, help="model name in the card (default plantray-ARCH)")
+    model_version: str | None = field(None, help="model version in the card (default: today's date)")
+    upright_tags: list[str] = field(["habit"], help="tags never rotated or flipped upside down (repeatable)")
+    scale_min: float = field(0.35, help="smallest area fraction of the random resized crop")
+    rotation: float = field(30.0, help="max rotation, degrees")
+    shear: float = field(10.0, help="max shear, degrees")
+    translate: float = field(0.1, help="max translation, fraction of the side")
+    jitter: float = field(0.3, help="brightness/contrast/saturation jitter")
+    shuffle_buffer: int = field(256, help="local shuffle buffer (images) on each worker")
+    decode_batch_size: int = field(16, help="images per decode/augment task batch")
+    max_pixels: int = field(DEFAULT_MAX_PIXELS, help="larger images are skipped as unreadable")
+    overwrite: bool = field(False, help="replace a model already in OUTPUT (resuming the same run needs no flag)")
+    fail_after_epoch: int | None = field(None, help="testing: make worker 0 fail once after this epoch")
+
+
+def validate(cfg: TrainConfig) -> dict:
+    """Checks flags before any work; returns the run's storage location.
+
+    Raises:
+        ConfigError: naming the bad value and the fix.
+    """
+    for name in ("data", "output", "name"):
+        if not getattr(cfg, name):
+            raise ConfigError(f"--{name} is required")
+    checks = [(cfg.epochs >= 1, f"--epochs {cfg.epochs} must be >= 1"),
+              (cfg.num_workers >= 1, f"--num-workers {cfg.num_workers} must be >= 1"),
+              (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be >= 1"),
+              (cfg.image_size >= 32, f"--image-size {cfg.image_size} must be >= 32"),
+              (cfg.lr > 0, f"--lr {cfg.lr} must be > 0"),
+              (cfg.backbone_lr_scale >= 0, f"--backbone-lr-scale {cfg.backbone_lr_scale} must be >= 0"),
+              (cfg.checkpoint_every >= 1, f"--checkpoint-every {cfg.checkpoint_every} must be >= 1"),
+              (cfg.max_failures >= -1, f"--max-failures {cfg.max_failures} must be >= -1"),
+              (0 < cfg.scale_min <= 1, f"--scale-min {cfg.scale_min} must be in (0, 1]"),
+              (cfg.cpus_per_worker is None or cfg.cpus_per_worker > 0, "--cpus-per-worker must be > 0")]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    check_arch(cfg.arch)
+    if cfg.init not in ("random", "imagenet") and not pio.exists(cfg.init):
+        raise ConfigError(f"--init {cfg.init!r} does not exist; give 'imagenet', 'random' or a state-dict path/URI")
+    storage = cfg.storage or pio.join(cfg.output, "checkpoints")
+    run_dir = pio.join(storage, cfg.name)
+    resuming = pio.exists(run_dir)
+    if pio.exists(pio.join(cfg.output, CARD)) and not (resuming or cfg.overwrite):
+        raise ConfigError(f"--output {cfg.output!r} already holds a model; choose a new location, pass "
+                          "--overwrite, or resume its run with the same --name/--storage")
+    return {"storage": storage, "run_dir": run_dir, "resuming": resuming}
+
+
+def build_presets(cfg: TrainConfig) -> tuple[TrainPreset, EvalPreset]:
+    """The training augmentation and the evaluation preprocessing recorded in the card."""
+    train = TrainPreset(image_size=cfg.image_size, scale=(cfg.scale_min, 1.0), rotation=cfg.rotation,
+                        shear=cfg.shear, translate=cfg.translate, brightness=cfg.jitter, contrast=cfg.jitter,
+                        saturation=cfg.jitter, policy=upright_policy(cfg.upright_tags))
+    return train, EvalPreset(crop_size=cfg.image_size, resize_size=round(cfg.image_size * 256 / 224))
+
+
+def build_datasets(cfg: TrainConfig, ds, labels: Labels, preset: TrainPreset, eval_preset: EvalPreset) -> dict:
+    """The lazy training (and validation) datasets handed to Ray Train."""
+    index = {n: i for i, n in enumerate(labels.names)}
+    repeats = None
+    if cfg.class_balance != "none" and cfg.balance_mode == "sample":
+        weights = class_weights(labels.train_images, cfg.class_balance)
+        repeats = {n: w for n, w in zip(labels.names, weights)}
+    keep = [c for c in (pio.SOURCE_COLUMN, "scientificName", "tag") if c in ds.schema().names]
+    # Per-epoch shuffle without an all-to-all: block order re-seeded per execution, rows shuffled inside
+    # each block of URIs (cheap), then the workers' local shuffle buffers mix the decoded images.
+    seed = RandomSeedConfig(cfg.seed, reseed_after_execution=True)
+    train = ds.select_columns(keep).randomize_block_order(seed=seed)
+    train = train.map_batches(shuffle_rows, batch_size=None, batch_format="pyarrow", num_cpus=0.25)
+    train = train.map_batches(augment_batch, fn_args=(preset, index, repeats, DEFAULT_MAX_BYTES, cfg.max_pixels),
+                              batch_size=cfg.decode_batch_size, batch_format="pyarrow", num_cpus=0.25)
+    datasets = {"train": train}
+    if cfg.val:
+        val, _ = open_dataset(cfg.val, labels_from_dirs=True)
+        datasets["val"] = val_arrays(val, eval_preset, index, cfg.decode_batch_size)
+    return datasets
+
+
+def loop_config(cfg: TrainConfig, labels: Labels, eval_preset: EvalPreset, where: dict, threads: int) -> dict:
+    """The plain dict every worker receives."""
+    weights = None
+    if cfg.class_balance != "none" and cfg.balance_mode == "loss":
+        weights = class_weights(labels.train_images, cfg.class_balance)
+    return {"arch": cfg.arch, "init": cfg.init, "num_classes": len(labels), "epochs": cfg.epochs, "lr": cfg.lr,
+            "backbone_lr_scale": 1.0 if cfg.init == "random" else cfg.backbone_lr_scale,
+            "batch_size": cfg.batch_size, "seed": cfg.seed, "shuffle_buffer": cfg.shuffle_buffer,
+            "checkpoint_every": cfg.checkpoint_every, "class_weights": weights, "use_gpu": cfg.use_gpu,
+            "mean": list(eval_preset.mean), "std": list(eval_preset.std), "has_val": bool(cfg.val),
+            "fail_after_epoch": cfg.fail_after_epoch, "run_dir": where["run_dir"], "threads": threads}
+
+
+def scaling(cfg: TrainConfig) -> tuple[ray.train.ScalingConfig, int]:
+    """Workers and their CPUs: on CPU clusters a quarter of the CPUs (at least one) stays free for decoding."""
+    cpus, gpus = runtime.cluster_resources()
+    if cfg.use_gpu and gpus < cfg.num_workers:
+        raise ConfigError(f"--use-gpu with --num-workers {cfg.num_workers} but the cluster has {gpus:g} GPUs")
+    # At least one whole CPU stays free: Ray Data's read tasks ask for one each.
+    share = min(0.75 * cpus, cpus - 1) / cfg.num_workers
+    per_worker = cfg.cpus_per_worker or (1.0 if cfg.use_gpu else max(0.25, share))
+    return (ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                    resources_per_worker={"CPU": per_worker}), max(1, int(per_worker)))
+
+
+class _Progress(ray.train.UserCallback):
+    """Forwards rank 0's per-epoch metrics from the Train controller to the driver through a Ray queue."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint):
+        self.queue.put(metrics[0])
+
+
+def _print_progress(queue, epochs: int, stop: threading.Event, seen: list) -> None:
+    """Driver thread: one log line per epoch as the workers report (collected in ``seen``)."""
+    from ray.util.queue import Empty
+
+    while not (stop.is_set() and queue.empty()):
+        try:
+            metrics = queue.get(timeout=0.5)
+        except Empty:
+            continue
+        except Exception:  # the queue actor went away with the run: nothing more to print
+            return
+        seen.append(metrics)
+        log.info(curves.format_epoch(metrics, epochs))
+
+
+def _fit(trainer: TorchTrainer, retries: int = 1):
+    """``trainer.fit()``, run again from the latest checkpoint after a Train controller failure.
+
+    Ray Train retries worker failures itself (``max_failures``) but gives up on controller errors, such
+    as an actor briefly unreachable on an overloaded node; the same run name resumes where it stopped.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return trainer.fit()
+        except ray.train.ControllerError as e:
+            if attempt == retries:
+                raise
+            log.warning("Ray Train controller failed (%s); resuming the run from its latest checkpoint", e)
+
+
+def run_trainer(cfg: TrainConfig, datasets: dict, loop_cfg: dict, where: dict) -> tuple[dict, int]:
+    """Runs TorchTrainer to completion; returns the final checkpoint's state and the epochs run now."""
+    from ray.util.queue import Queue
+
+    scaling_config, _ = scaling(cfg)
+    storage_fs, storage_path = None, pio.get_fs(where["storage"])[1]
+    if pio.scheme(where["storage"]) != "file":
+        storage_fs, storage_path = pio.arrow_fs(where["storage"])
+    queue = Queue(actor_options={"num_cpus": 0})
+    run_config = ray.train.RunConfig(
+        name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs, callbacks=[_Progress(queue)],
+        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
+    stop, seen = threading.Event(), []
+    printer = threading.Thread(target=_print_progress, args=(queue, cfg.epochs, stop, seen), daemon=True)
+    printer.start()
+    try:
+        result = _fit(TorchTrainer(train_loop_per_worker, train_loop_config=loop_cfg, scaling_config=scaling_config,
+                                   run_config=run_config, datasets=datasets))
+    finally:
+        stop.set()
+        printer.join(timeout=10)
+        queue.shutdown()
+    with result.checkpoint.as_directory() as d:
+        return load_checkpoint(os.path.join(d, CHECKPOINT_FILE)), len(seen)
+
+
+def code_version() -> str:
+    """plantray's version plus the git commit of its source tree when there is one."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=os.path.dirname(__file__),
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def write_model(cfg: TrainConfig, state: dict, labels: Labels, eval_preset: EvalPreset, preset: TrainPreset,
+                info: dict) -> dict:
+    """Saves the artifact, metrics and curve to OUTPUT; returns the card."""
+    model, _ = build_model(cfg.arch, len(labels), "random")
+    model.load_state_dict(state["model"])
+    history = state["history"]
+    provenance = {**info.pop("provenance"), "trained": True}
+    card = make_card(cfg.arch, labels, eval_preset, provenance, name=cfg.model_name, version=cfg.model_version,
+                     training={"config": json.loads(to_json(cfg)), "augmentation": preset.to_dict(),
+                               "epochs": state["epoch"], "final_metrics": history[-1] if history else {}},
+                     data={"uri": cfg.data, "val": cfg.val, "license": cfg.data_license,
+                           "citation": cfg.data_citation, **info.pop("data")},
+                     code_version=code_version(), **info)
+    card = save_artifact(cfg.output, model, labels, card)
+    curves.write_metrics(cfg.output, history)
+    curves.plot_curve(cfg.output, history, title=f"{card['name']} ({cfg.name})")
+    return card
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Runs ``plantray train``; returns the closing summary.
+
+    Args:
+        cfg: the job's configuration.
+    Returns:
+        Summary: epochs, images, classes, skipped images, final metrics, duration, output.
+    Raises:
+        ConfigError: bad flags or data (empty, unlabelled, a single class, missing --init), before training.
+    """
+    where = validate(cfg)
+    runtime.ensure_ray()
+    start = time.perf_counter()
+    # Data
+    ds, _ = open_dataset(cfg.data, labels_from_dirs=True)
+    labels, scan = scan_labels(ds, cfg.data)
+    preset, eval_preset = build_presets(cfg)
+    datasets = build_datasets(cfg, ds, labels, preset, eval_preset)
+    # Model (built once here so a bad --arch/--init fails before any worker starts)
+    _, provenance = build_model(cfg.arch, len(labels), cfg.init)
+    _, threads = scaling(cfg)
+    # Train
+    log.info("training %s on %d images of %d classes, %d worker(s), run %s", cfg.arch, scan["images"],
+             len(labels), cfg.num_workers, where["run_dir"])
+    state, epochs_now = run_trainer(cfg, datasets, loop_config(cfg, labels, eval_preset, where, threads), where)
+    history = state["history"]
+    skipped = max((m.get("skipped_unreadable", 0) for m in history), default=0)
+    info = {"provenance": provenance, "data": {**scan, "skipped_unreadable": skipped},
+            "hardware": {"device": history[-1].get("device") if history else None, "workers": cfg.num_workers,
+                         "use_gpu": cfg.use_gpu, "torch": torch.__version__, "ray": ray.__version__},
+            "duration_seconds": round(time.perf_counter() - start, 1),
+            "finished": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()}
+    card = write_model(cfg, state, labels, eval_preset, preset, dict(info))
+    return {"output": cfg.output, "run": where["run_dir"], "epochs": state["epoch"], "images": scan["images"],
+            "classes": len(labels), "unlabelled": scan["unlabelled"], "skipped_unreadable": skipped,
+            "final": history[-1] if history else {}, "epochs_run_now": epochs_now,
+            "seconds": info["duration_seconds"], "sha256": card["weights"]["sha256"]}
+
+
+def format_summary(summary: dict) -> str:
+    """The closing lines printed by the CLI."""
+    final = summary["final"]
+    lines = [f"trained {summary['epochs']} epochs on {summary['images']} images of {summary['classes']} classes "
+             f"in {summary['seconds']} s -> {summary['output']}",
+             f"  final loss {final.get('loss', float('nan')):.4f}  accuracy {final.get('accuracy', 0):.3f}"
+             + (f"  val_accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else "")]
+    if summary["skipped_unreadable"] or summary["unlabelled"]:
+        lines.append(f"  skipped: {summary['skipped_unreadable']} unreadable, {summary['unlabelled']} unlabelled")
+    return "\n".join(lines)
