@@ -1,0 +1,12 @@
+"""Ray job: ``ray job submit --working-dir . -- python jobs/nightly.py --model M --input I --table T``.
+
+Schedule it nightly (cron, Airflow, ...): the default run id is ``nightly-<UTC date>``, so a retried
+submission after a crash finishes that night's work exactly once.
+"""
+
+import sys
+
+from plantray.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["nightly", *sys.argv[1:]]))

@@ -1,0 +1,122 @@
+"""The jobs on a real multi-node Ray cluster (head + worker as separate processes), submitted through the Jobs
+API with the repository as working_dir, reading and writing the tests' S3 server: ``jobs/classify.py`` end to
+end, and ``jobs/nightly.py`` surviving the loss of the worker node mid-run without losing or duplicating rows."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from multinode import RayCluster
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from plantray import table as tbl
+from tests.helpers import jpeg_bytes, tiny_model
+
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUCKET = "plantray-test"
+EXCLUDES = [".git", ".venv", "tests", "bench", "outputs", "runs", "quickstart", "*.log"]
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server):
+    """Head + one worker; started after the S3 server so every node inherits its AWS_* variables."""
+    with RayCluster(num_workers=1, num_cpus=2, object_store_memory=150 * 1024**2) as c:
+        yield c
+
+
+def _upload(s3, tmp_path, prefix: str, n: int) -> list[str]:
+    """n tiny JPEGs and a manifest with relative URIs under s3://BUCKET/prefix; returns the URIs."""
+    names = [f"img/{i:04d}.jpg" for i in range(n)]
+    for i, name in enumerate(names):
+        s3.pipe(f"{BUCKET}/{prefix}/{name}", jpeg_bytes(40, 36, seed=i))
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"image_uri": names, "gbifID": [str(5000 + i) for i in range(n)]}), buf)
+    s3.pipe(f"{BUCKET}/{prefix}/manifest.parquet", buf.getvalue().to_pybytes())
+    return names
+
+
+def _model(s3, tmp_path, prefix: str) -> str:
+    local = str(tmp_path / "model")
+    tiny_model(local)
+    for f in os.listdir(local):
+        s3.put(os.path.join(local, f), f"{BUCKET}/{prefix}/{f}")
+    return f"s3://{BUCKET}/{prefix}"
+
+
+def _submit(cluster: RayCluster, entrypoint: str) -> tuple[JobSubmissionClient, str]:
+    client = JobSubmissionClient(cluster.dashboard_url)
+    env = {"working_dir": REPO, "excludes": EXCLUDES, "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
+    return client, client.submit_job(entrypoint=entrypoint, runtime_env=env)
+
+
+def _wait(client: JobSubmissionClient, job_id: str, timeout: float = 150) -> JobStatus:
+    deadline = time.monotonic() + timeout
+    while not (status := client.get_job_status(job_id)).is_terminal():
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            pytest.fail(f"job {job_id} still {status} after {timeout}s\n{client.get_job_logs(job_id)}")
+        time.sleep(0.5)
+    return status
+
+
+def _read(s3, files: list[str]) -> pa.Table:
+    return pa.concat_tables([pq.read_table(s3.open(f.removeprefix("s3://"), "rb")) for f in files])
+
+
+def test_classify_job_on_two_nodes(cluster, s3, tmp_path):
+    names = _upload(s3, tmp_path, "cj", 12)
+    model = _model(s3, tmp_path, "cj-model")
+    out = f"s3://{BUCKET}/cj-out"
+    client, job_id = _submit(cluster, f"python jobs/classify.py --model {model} --input "
+                                      f"s3://{BUCKET}/cj/manifest.parquet --output {out} --batch-size 4")
+    status = _wait(client, job_id)
+    assert status == JobStatus.SUCCEEDED, f"{client.get_job_logs(job_id)}\n{cluster.logs()}"
+    files = [f"s3://{f}" for f in s3.find(f"{BUCKET}/cj-out") if f.endswith(".parquet")]
+    rows = _read(s3, files)
+    assert sorted(rows.column("image_uri").to_pylist()) == sorted(names)
+    assert rows.column("error").null_count == rows.num_rows
+
+
+def _worker_busy(cluster: RayCluster) -> bool:
+    """Whether a model actor (Predictor) is alive on the worker node."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")],
+                         raise_on_missing_output=False)
+    return any(a.node_id in cluster.worker_node_ids and "MapWorker" in (a.class_name or "") for a in actors)
+
+
+def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
+    n = 240
+    names = _upload(s3, tmp_path, "nj", n)
+    model = _model(s3, tmp_path, "nj-model")
+    table = f"s3://{BUCKET}/nj-table"
+    command = (f"python jobs/nightly.py --model {model} --input s3://{BUCKET}/nj/manifest.parquet --table {table} "
+               "--run-id night1 --batch-size 4 --decode-batch-size 4 --stale-hours 0")
+    client, job_id = _submit(cluster, command)
+    deadline = time.monotonic() + 120
+    while not _worker_busy(cluster):
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)
+        assert not client.get_job_status(job_id).is_terminal(), client.get_job_logs(job_id)
+        time.sleep(0.2)
+    time.sleep(2)  # let it get properly into the work
+    assert not client.get_job_status(job_id).is_terminal(), "the job ended before the fault could be injected"
+    cluster.kill_worker(0)
+    status = _wait(client, job_id)
+    if status != JobStatus.SUCCEEDED:
+        # The run failed without committing: the same command completes it (and collects its staging files).
+        client, job_id = _submit(cluster, command)
+        assert _wait(client, job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)
+    log = tbl.read_log(table)
+    assert [e["run_id"] for e in log] == ["night1"]
+    rows = _read(s3, tbl.committed_files(table))
+    keys = list(zip(rows.column("gbifID").to_pylist(), rows.column("image_uri").to_pylist()))
+    assert len(keys) == len(set(keys)) == n  # none missing, none duplicated
+    assert set(keys) == {(str(5000 + i), name) for i, name in enumerate(names)}
+    assert rows.column("error").null_count == n
