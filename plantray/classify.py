@@ -93,10 +93,17 @@ def validate(cfg: ClassifyConfig):
 
 def build_pipeline(cfg: ClassifyConfig, artifact, kind, plan: runtime.Plan, now_iso: str):
     """The lazy Ray Dataset of predictions (nothing runs until it is written) and input statistics."""
-    preset = EvalPreset.from_dict(artifact.card["input"], max_pixels=cfg.max_pixels)
     ds, input_stats = read_input(kind, reserved=RESERVED_COLUMNS)
-    fetch_config = runtime.fetch_config(cfg)
-    ds = ds.map_batches(decode_batch, fn_args=(preset, cfg.max_bytes, fetch_config),
+    return predict_stages(ds, cfg, artifact, plan, now_iso), input_stats
+
+
+def predict_stages(ds, cfg, artifact, plan: runtime.Plan, now_iso: str):
+    """Decode tasks then model actors over rows with ``image_uri``/``_source`` (classify and nightly).
+
+    ``cfg`` is any config with classify's model/decode/fetch fields.
+    """
+    preset = EvalPreset.from_dict(artifact.card["input"], max_pixels=cfg.max_pixels)
+    ds = ds.map_batches(decode_batch, fn_args=(preset, cfg.max_bytes, runtime.fetch_config(cfg)),
                         batch_size=cfg.decode_batch_size, batch_format="pyarrow", zero_copy_batch=True,
                         num_cpus=plan.decode_cpus)
     return ds.map_batches(
@@ -106,7 +113,7 @@ def build_pipeline(cfg: ClassifyConfig, artifact, kind, plan: runtime.Plan, now_
                                    rollup_threshold=cfg.rollup_threshold),
         batch_size=plan.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
-        num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else 0), input_stats
+        num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else 0)
 
 
 def summarize(output: str, seconds: float) -> dict:

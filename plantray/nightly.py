@@ -22,7 +22,6 @@ Semantics:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -36,13 +35,12 @@ import ray
 from plantray import io as pio
 from plantray import runtime
 from plantray import table as tbl
-from plantray.classify import RESERVED_COLUMNS, summarize
+from plantray.classify import RESERVED_COLUMNS, predict_stages, summarize
 from plantray.config import ConfigError, field, to_json
-from plantray.decode import ERROR, decode_batch
-from plantray.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EvalPreset
+from plantray.decode import ERROR
+from plantray.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from plantray.inputs import _manifest_columns, read_input
 from plantray.model import load_artifact
-from plantray.predict import Predictor
 
 log = logging.getLogger(__name__)
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -157,31 +155,8 @@ def _finish(batch: pa.Table, run_id: str) -> pa.Table:
 def predictions(ds: ray.data.Dataset, cfg: NightlyConfig, artifact, plan: runtime.Plan, now: str,
                 run_id: str) -> ray.data.Dataset:
     """The classify pipeline (decode tasks -> model actors) over ``ds``, plus a ``run_id`` column."""
-    preset = EvalPreset.from_dict(artifact.card["input"], max_pixels=cfg.max_pixels)
-    ds = ds.map_batches(decode_batch, fn_args=(preset, cfg.max_bytes, runtime.fetch_config(cfg)),
-                        batch_size=cfg.decode_batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                        num_cpus=plan.decode_cpus)
-    ds = ds.map_batches(
-        Predictor,
-        fn_constructor_kwargs=dict(model_uri=cfg.model, top_k=cfg.top_k, use_gpu=plan.use_gpu,
-                                   precision=plan.precision, threads=plan.threads, now_iso=now,
-                                   rollup_threshold=cfg.rollup_threshold),
-        batch_size=plan.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
-        num_gpus=1 if plan.use_gpu else 0)
+    ds = predict_stages(ds, cfg, artifact, plan, now)
     return ds.map_batches(_finish, fn_args=(run_id,), batch_format="pyarrow", zero_copy_batch=True)
-
-
-def leave_room(plan: runtime.Plan) -> runtime.Plan:
-    """Caps CPU model actors so every node keeps one CPU free.
-
-    Ray Data's file listing and the join's shuffle tasks ask for a whole CPU each; actors holding 75% of a
-    small node (the default plan) would starve them and the pipeline would wait forever.
-    """
-    if plan.use_gpu:
-        return plan
-    smallest = min(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU"))
-    return dataclasses.replace(plan, actor_cpus=max(0.25, min(plan.actor_cpus, smallest - 1)))
 
 
 def _before_commit(entry: dict) -> None:
@@ -273,7 +248,7 @@ def nightly(cfg: NightlyConfig) -> dict:
     if entries and entries[-1]["key"] != columns:
         raise ConfigError(f"table {cfg.table!r} is keyed by {entries[-1]['key']} but input {cfg.input!r} gives "
                           f"{columns}; use an input with the same identifier columns or a new --table")
-    plan = leave_room(runtime.plan_inference(cfg))
+    plan = runtime.plan_inference(cfg)
     collected = tbl.collect_garbage(cfg.table, entries, cfg.stale_hours * 3600)
     attempt = tbl.begin_attempt(cfg.table, run_id)
     try:

@@ -67,12 +67,13 @@ def plan_inference(cfg) -> Plan:
     if use_gpu:
         actors = cfg.num_actors or int(gpus)
         return Plan(True, actors, cfg.threads_per_actor, 1.0, 1.0, cfg.batch_size or 256, precision)
-    per_node = max(1, int(max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])))
+    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
+    per_node, smallest = max(1, int(max(node_cpus))), min(node_cpus)
     threads = cfg.threads_per_actor or min(per_node, 8)
     actors = cfg.num_actors or max(1, int(cpus // threads))
-    # An actor reserves half its threads' CPUs (at least one): reading, decoding and writing tasks
-    # (light next to a ResNet forward) always find room, so the pipeline can never starve itself.
-    actor_cpus = float(max(1, min(threads, per_node) // 2))
+    # An actor reserves half its threads' CPUs, and never a node's last CPU: Ray Data's listing, read,
+    # shuffle and write tasks ask for a whole CPU each and must always find one, or the pipeline starves.
+    actor_cpus = max(0.25, min(float(max(1, min(threads, per_node) // 2)), smallest - 1))
     return Plan(False, actors, threads, actor_cpus, 0.5, cfg.batch_size or 16, precision)
 
 
