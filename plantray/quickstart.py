@@ -26,7 +26,7 @@ class QuickstartConfig:
     images_per_species: int = field(30, help="training images per species")
     arch: str = field("resnet18", help="torchvision architecture")
     image_size: int = field(64, help="network input size")
-    epochs: int = field(8, help="training epochs")
+    epochs: int = field(12, help="training epochs")
     num_workers: int = field(2, help="Ray Train workers")
     seed: int = field(0, help="seed of data and training")
 
