@@ -1,0 +1,24 @@
+"""The README's main command, end to end on a tiny scale: every output exists and is readable."""
+
+import json
+import os
+
+import pytest
+
+from plantray.cli import main
+from tests.helpers import read_output
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(ray_session, tmp_path, capsys):
+    out = str(tmp_path / "qs")
+    assert main(["quickstart", "--out", out, "--species", "3", "--images-per-species", "14", "--epochs", "2",
+                 "--image-size", "32", "--num-workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "Outputs:" in printed and "| synth-test |" in printed
+    report = json.loads(open(os.path.join(out, "report", "report.json")).read())
+    assert report  # evaluate wrote its numbers
+    predictions = read_output(os.path.join(out, "predictions"))
+    unseen = read_output(os.path.join(out, "data", "unseen.parquet"))
+    assert predictions.num_rows == unseen.num_rows and predictions.column("error").null_count == unseen.num_rows
+    assert os.path.exists(os.path.join(out, "model", "training_curve.png"))
