@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 
 from plantray import io as pio
+from plantray.config import ConfigError
 from plantray.imaging import DEFAULT_MAX_BYTES, EvalPreset, ImageError, preprocess
 
 PIXELS, ERROR = "_pixels", "error"
@@ -36,6 +37,8 @@ def read_image(uri: str, max_bytes: int = DEFAULT_MAX_BYTES, fetcher=None) -> by
         raise ImageError("not found") from None
     except PermissionError:
         raise ImageError("permission denied") from None
+    except ConfigError:
+        raise ImageError(f"unsupported scheme {proto} (filesystem package not installed)") from None
     except OSError as e:
         raise ImageError(f"read error: {type(e).__name__}") from None
     if len(data) > max_bytes:

@@ -42,7 +42,11 @@ def _storage_options(proto: str) -> dict:
 
 @functools.lru_cache(maxsize=16)
 def _cached_fs(proto: str) -> fsspec.AbstractFileSystem:
-    return fsspec.filesystem(proto, **_storage_options(proto))
+    try:
+        return fsspec.filesystem(proto, **_storage_options(proto))
+    except ImportError as e:
+        # e.g. gs:// needs gcsfs, az:// needs adlfs: say which package, not a traceback.
+        raise ConfigError(f"{proto}:// needs an extra package ({e}); pip install it into the environment") from None
 
 
 def get_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
