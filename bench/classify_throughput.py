@@ -57,6 +57,7 @@ def steady(run, paths: list[str]) -> dict:
     n = len(paths) // 2
     t1 = timed(run, paths[:n])
     t2 = timed(run, paths)
+    print(f"  n={n}: {t1:.1f} s, 2n: {t2:.1f} s -> {n / max(t2 - t1, 1e-9):.2f} images/s", flush=True)
     return {"n": n, "t_n": round(t1, 2), "t_2n": round(t2, 2), "images_per_s": round(n / max(t2 - t1, 1e-9), 2),
             "end_to_end_images_per_s": round(2 * n / t2, 2)}
 
@@ -231,6 +232,8 @@ def main():
         results["a_model_only"] = steady(ceiling(model, args.batch_size, args.threads), paths)
     if "b" in peers:
         results["b_dataloader_pil"] = steady(dataloader(model, args.batch_size, args.threads, 2), paths)
+    # The S3 server and its AWS_* variables must exist before Ray starts, so its workers inherit them.
+    s3_store = S3Store(paths) if "e" in peers else None
     if {"c", "d", "e"} & set(peers):
         from plantray.runtime import ensure_ray
 
@@ -240,7 +243,7 @@ def main():
     if "d" in peers:
         results["d_plantray_local"] = steady(plantray_run(model, args.batch_size, work, LocalStore(work)), paths)
     if "e" in peers:
-        results["e_plantray_s3"] = steady(plantray_run(model, args.batch_size, work, S3Store(paths)), paths)
+        results["e_plantray_s3"] = steady(plantray_run(model, args.batch_size, work, s3_store), paths)
     report = {"machine": machine(), "arch": args.arch, "batch_size": args.batch_size, "threads": args.threads,
               "images": args.images, "results": results, "ratios": ratios(results)}
     stamp = time.strftime("%Y%m%d-%H%M%S")
