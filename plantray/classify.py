@@ -113,7 +113,8 @@ def predict_stages(ds, cfg, artifact, plan: runtime.Plan, now_iso: str):
                                    rollup_threshold=cfg.rollup_threshold),
         batch_size=plan.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
-        num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else 0)
+        # SPREAD: model actors go to different nodes first, so losing one node never loses them all.
+        num_cpus=plan.actor_cpus, num_gpus=1 if plan.use_gpu else 0, scheduling_strategy="SPREAD")
 
 
 def summarize(output: str, seconds: float) -> dict:

@@ -93,7 +93,7 @@ def _worker_busy(cluster: RayCluster) -> bool:
 
 
 def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
-    n = 240
+    n = 600
     names = _upload(s3, tmp_path, "nj", n)
     model = _model(s3, tmp_path, "nj-model")
     table = f"s3://{BUCKET}/nj-table"
