@@ -35,10 +35,9 @@ import ray
 from plantray import io as pio
 from plantray import runtime
 from plantray import table as tbl
-from plantray.classify import RESERVED_COLUMNS, predict_stages, summarize
+from plantray.classify import RESERVED_COLUMNS, InferenceOptions, predict_stages, summarize
 from plantray.config import ConfigError, field, to_json
 from plantray.decode import ERROR
-from plantray.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from plantray.inputs import _manifest_columns, read_input
 from plantray.model import load_artifact
 
@@ -48,12 +47,9 @@ _COMMIT_TRIES = 3
 
 
 @dataclass
-class NightlyConfig:
-    """Settings of ``plantray nightly`` (CLI flags are generated from these fields)."""
+class NightlyConfig(InferenceOptions):
+    """Settings of ``plantray nightly``: classify's model options plus the table and the run's scope."""
 
-    model: str = field("", required=True, help="plantray model directory (local or s3://...)")
-    input: str = field("", required=True, help="manifest, Darwin Core Archive or image directory (e.g. the "
-                       "newest GBIF download)")
     table: str = field("", required=True, help="predictions table directory (local or s3://...)")
     run_id: str | None = field(None, help="run identifier; a committed run id makes the run a no-op "
                                "(default: nightly-<UTC date>)")
@@ -61,20 +57,6 @@ class NightlyConfig:
                               "ISO date/time (UTC)")
     full: bool = field(False, help="re-classify every input row")
     retry_failed: bool = field(True, help="re-try rows committed with an error")
-    top_k: int = field(5, help="ranked names and probabilities kept per image")
-    batch_size: int | None = field(None, help="images per model forward (default: 256 on GPU, 16 on CPU)")
-    num_actors: int | None = field(None, help="model actors (default: one per GPU, else CPUs/threads)")
-    threads_per_actor: int | None = field(None, help="torch threads per CPU actor (default: all CPUs)")
-    decode_batch_size: int = field(16, help="images per decode task batch")
-    device: str = field("auto", choices=["auto", "cpu", "gpu"], help="where the model runs")
-    precision: str = field("auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 on GPU, fp32 on CPU")
-    rows_per_file: int = field(200_000, help="minimum rows per data file")
-    max_pixels: int = field(DEFAULT_MAX_PIXELS, help="larger images become 'image too large' rows")
-    max_bytes: int = field(DEFAULT_MAX_BYTES, help="larger files become 'file too large' rows")
-    rollup_threshold: float = field(0.0, help="below this top-1 confidence, report genus/family (0 = off)")
-    image_cache: str | None = field(None, help="URI prefix caching HTTP-fetched image bytes")
-    http_timeout: float = field(20.0, help="seconds before an HTTP fetch times out")
-    http_per_host: int = field(4, help="concurrent fetches per host and process")
     join_partitions: int = field(16, help="hash partitions of the already-done join")
     stale_hours: float = field(24.0, help="uncommitted attempts older than this are deleted at the next run")
 
