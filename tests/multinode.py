@@ -332,3 +332,18 @@ def cluster_fixture(scope: str = "module", **kwargs):
             yield cluster
 
     return _cluster
+
+
+def wait_for_job(client, job_id: str, timeout: float = 150):
+    """Polls a Jobs API job until it ends; stops it and fails the test with its logs after ``timeout`` s.
+
+    Returns:
+        The terminal ``JobStatus``.
+    """
+    deadline = time.monotonic() + timeout
+    while not (status := client.get_job_status(job_id)).is_terminal():
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            pytest.fail(f"job {job_id} still {status} after {timeout}s\n{client.get_job_logs(job_id)}")
+        time.sleep(0.5)
+    return status

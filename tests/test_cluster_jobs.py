@@ -10,7 +10,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from multinode import RayCluster
+from multinode import RayCluster, wait_for_job
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from plantray import table as tbl
@@ -55,15 +55,6 @@ def _submit(cluster: RayCluster, entrypoint: str) -> tuple[JobSubmissionClient, 
     return client, client.submit_job(entrypoint=entrypoint, runtime_env=env)
 
 
-def _wait(client: JobSubmissionClient, job_id: str, timeout: float = 150) -> JobStatus:
-    deadline = time.monotonic() + timeout
-    while not (status := client.get_job_status(job_id)).is_terminal():
-        if time.monotonic() > deadline:
-            client.stop_job(job_id)
-            pytest.fail(f"job {job_id} still {status} after {timeout}s\n{client.get_job_logs(job_id)}")
-        time.sleep(0.5)
-    return status
-
 
 def _read(s3, files: list[str]) -> pa.Table:
     return pa.concat_tables([pq.read_table(s3.open(f.removeprefix("s3://"), "rb")) for f in files])
@@ -75,7 +66,7 @@ def test_classify_job_on_two_nodes(cluster, s3, tmp_path):
     out = f"s3://{BUCKET}/cj-out"
     client, job_id = _submit(cluster, f"python jobs/classify.py --model {model} --input "
                                       f"s3://{BUCKET}/cj/manifest.parquet --output {out} --batch-size 4")
-    status = _wait(client, job_id)
+    status = wait_for_job(client, job_id)
     assert status == JobStatus.SUCCEEDED, f"{client.get_job_logs(job_id)}\n{cluster.logs()}"
     files = [f"s3://{f}" for f in s3.find(f"{BUCKET}/cj-out") if f.endswith(".parquet")]
     rows = _read(s3, files)
@@ -108,11 +99,11 @@ def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
     time.sleep(2)  # let it get properly into the work
     assert not client.get_job_status(job_id).is_terminal(), "the job ended before the fault could be injected"
     cluster.kill_worker(0)
-    status = _wait(client, job_id)
+    status = wait_for_job(client, job_id)
     if status != JobStatus.SUCCEEDED:
         # The run failed without committing: the same command completes it (and collects its staging files).
         client, job_id = _submit(cluster, command)
-        assert _wait(client, job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)
+        assert wait_for_job(client, job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)
     log = tbl.read_log(table)
     assert [e["run_id"] for e in log] == ["night1"]
     rows = _read(s3, tbl.committed_files(table))

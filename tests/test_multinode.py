@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from multinode import RayCluster, cluster_fixture, is_alive
+from multinode import RayCluster, cluster_fixture, is_alive, wait_for_job
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 pytestmark = pytest.mark.slow
@@ -60,12 +60,7 @@ def _submit(cluster: RayCluster, workdir: Path, script: str, entrypoint: str) ->
 
 def _wait_job(client: JobSubmissionClient, job_id: str, cluster: RayCluster, timeout: float = 150) -> str:
     """Wait for a terminal status; fail with the job's and the nodes' logs."""
-    deadline = time.monotonic() + timeout
-    while not (status := client.get_job_status(job_id)).is_terminal():
-        if time.monotonic() > deadline:
-            client.stop_job(job_id)
-            pytest.fail(f"job {job_id} still {status} after {timeout}s\n{client.get_job_logs(job_id)}")
-        time.sleep(0.5)
+    status = wait_for_job(client, job_id, timeout)
     logs = client.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, f"{status}\n{logs}\n{cluster.logs()}"
     return logs
