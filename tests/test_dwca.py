@@ -14,7 +14,8 @@ from dwca_fixtures import Media, Occ, expected_images, expected_skips, sample_ro
 from PIL import Image
 
 from plantray.config import ConfigError
-from plantray.dwca import SKIP, mark_duplicates, read_dwca, read_meta, skip_reason
+from plantray.dwca import SKIP, mark_duplicates, read_dwca, skip_reason
+from plantray.dwcameta import read_meta
 
 # --- pure functions ------------------------------------------------------------------------------------
 
