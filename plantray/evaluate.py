@@ -2,40 +2,36 @@
 
 For each model, every test set is read (manifest, image tree or archive; local or object storage),
 restricted to species the model knows and saw MORE than ``--min-train-images`` times in training
-(as the paper keeps labels with >12 training images), cropped in CPU tasks, scored by an actor pool
-that averages the softmax over the crops of each image, and written as per-image Parquet. The
-metrics are then computed from that Parquet, so the report can always be recomputed from it.
+(as the paper keeps labels with >12 training images; :mod:`plantray.labelfilter`), cropped in CPU
+tasks, scored by an actor pool that averages the softmax over the crops of each image, and written as
+per-image Parquet. The metrics are then computed from that Parquet (:mod:`plantray.evalscore`), so the
+report can always be recomputed from it.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import ray
 
 from plantray import io as pio
-from plantray import metrics, runtime
+from plantray import runtime
 from plantray.config import ConfigError, field
-from plantray.decode import ERROR
 from plantray.evalreport import markdown_table, write_report
+from plantray.evalscore import read_predictions, score_test
 from plantray.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EvalPreset
 from plantray.inputs import open_dataset
-from plantray.model import Artifact, Labels, load_artifact
+from plantray.labelfilter import UNKNOWN, label_counts, label_filter
+from plantray.model import Artifact, load_artifact
 from plantray.tta import TTA_MODES, CropPredictor, crop_batch, n_crops
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
-UNKNOWN, TOO_FEW, NO_LABEL = "unknown species", "too few training images", "no label"
 _ROW_SCHEMA = pa.schema([("test_set", pa.string()), ("image_uri", pa.string()), (pio.SOURCE_COLUMN, pa.string()),
                          ("scientificName", pa.string()), ("tag", pa.string()), ("genus", pa.string()),
                          ("family", pa.string())])
@@ -63,7 +59,7 @@ class EvaluateConfig:
     threads_per_actor: int | None = field(None, help="torch threads per CPU actor")
     decode_batch_size: int = field(8, help="images per crop task batch")
     device: str = field("auto", choices=["auto", "cpu", "gpu"], help="where the models run")
-    precision: str = field("auto", choices=["auto", "fp32", "bf16"], help="auto = bf16 on GPU, fp32 on CPU")
+    precision: str = field("auto", choices=["auto", "fp32", "bf16"], help=runtime.PRECISION_HELP)
     max_pixels: int = field(DEFAULT_MAX_PIXELS, help="larger images are counted unreadable")
     max_bytes: int = field(DEFAULT_MAX_BYTES, help="larger files are counted unreadable")
     overwrite: bool = field(False, help="replace an OUTPUT that already holds data")
@@ -118,79 +114,6 @@ def parse_tests(specs: list[str]) -> list[tuple[str, str]]:
     if dupes:
         raise ConfigError(f"--test names must be unique; {dupes} given twice: rename one (NAME=DATA)")
     return pairs
-
-
-def label_counts(name: str, uri: str) -> dict:
-    """Images per ``scientificName`` of a test set (None = unlabelled), reading only that column.
-
-    Raises:
-        ConfigError: missing DATA, unsupported kind, or no ``scientificName``.
-    """
-    if pio.scheme(uri) in pio.HTTP_SCHEMES or not pio.exists(uri):
-        raise ConfigError(f"--test {name}={uri}: DATA does not exist; give a manifest or an ImageFolder tree "
-                          "(check the path, and AWS_ENDPOINT_URL for s3://)")
-    kind = pio.detect_input(uri)
-    if kind.kind == "images":
-        root = pio.get_fs(uri)[1].rstrip("/")
-        rel = [f.split("://", 1)[-1][len(root) + 1:] for f in pio.list_files(uri)]
-        return dict(collections.Counter(r.split("/", 1)[0] if "/" in r else None for r in rel))
-    if kind.kind == "manifest":
-        column = _manifest_labels(name, uri)
-    else:
-        runtime.ensure_ray()
-        ds, _ = open_dataset(uri)
-        if "scientificName" not in ds.columns():
-            raise ConfigError(f"--test {name}={uri}: the archive has no scientificName")
-        column = pa.chunked_array([b["scientificName"] for b in ds.select_columns(["scientificName"])
-                                   .iter_batches(batch_format="pyarrow")], pa.string())
-    counts = pc.value_counts(column).to_pylist()
-    return {c["values"] or None: c["counts"] for c in counts}
-
-
-def _manifest_labels(name: str, uri: str) -> pa.ChunkedArray:
-    fs, path = pio.get_fs(uri)
-    try:
-        with fs.open(path, "rb") as f:
-            if uri.lower().endswith(".parquet"):
-                table = pq.read_table(f, columns=["scientificName"])
-            else:
-                table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
-                    include_columns=["scientificName"], column_types={"scientificName": pa.string()}))
-    except (KeyError, pa.ArrowInvalid) as e:
-        raise ConfigError(f"--test {name}={uri}: no readable scientificName column ({e}); a test manifest needs "
-                          "image_uri and scientificName") from None
-    return table.column("scientificName").cast(pa.string())
-
-
-def label_filter(counts: dict, labels: Labels, min_train_images: int) -> tuple[frozenset, dict]:
-    """The paper's filter: species the model knows with MORE than ``min_train_images`` training images.
-
-    Args:
-        counts: test images per label (None = unlabelled).
-        labels: the model's labels, with ``train_images`` when ``min_train_images > 0``.
-        min_train_images: the threshold (12 in the paper: 12 is dropped, 13 kept).
-    Returns:
-        The kept labels and ``{"images": {reason: n}, "labels": {reason: n}}`` with reasons
-        ``kept``, ``unknown species``, ``too few training images``, ``no label``.
-    """
-    train = dict(zip(labels.names, labels.train_images))
-    images, names = collections.Counter(), collections.Counter()
-    kept = set()
-    for label, n in counts.items():
-        if label is None:
-            reason = NO_LABEL
-        elif label not in train:
-            reason = UNKNOWN
-        elif min_train_images > 0 and (train[label] or 0) <= min_train_images:
-            reason = TOO_FEW
-        else:
-            reason = "kept"
-            kept.add(label)
-        images[reason] += n
-        names[reason] += 0 if label is None else 1
-    reasons = ("kept", UNKNOWN, TOO_FEW, NO_LABEL)
-    return frozenset(kept), {"images": {r: images[r] for r in reasons},
-                             "labels": {r: names[r] for r in reasons[:3]}}
 
 
 def _model_labels(uris: list[str], artifacts: list[Artifact]) -> list[str]:
@@ -287,39 +210,7 @@ def _actor_cpus(plan: runtime.Plan) -> float:
 
 
 # ----------------------------------------------------------------------------------------- scoring
-
-_SCORE_COLUMNS = ["test_set", "scientificName", "tag", "topk_scientificName", "predicted_genus", "true_genus",
-                  "predicted_family", "true_family", ERROR]
-
-
-def read_predictions(uri: str) -> pa.Table | None:
-    """The columns metrics need from one model's per-image Parquet (None when no row was written)."""
-    fs, path = pio.arrow_fs(uri)
-    if not pio.exists(uri):
-        return None
-    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=_SCORE_COLUMNS)
-
-
-def score_test(table: pa.Table | None, name: str, labels: Labels, ks: list[int], bootstrap: int,
-               seed: int) -> tuple[dict, dict]:
-    """Metrics of one test set from per-image rows; returns (metrics, unreadable images by reason)."""
-    if table is not None:
-        table = table.filter(pc.equal(table.column("test_set"), name))
-    if table is None or table.num_rows == 0:
-        return metrics.score([], [], ks, bootstrap=bootstrap, seed=seed), {}
-    unreadable = collections.Counter(e for e in table.column(ERROR).to_pylist() if e)
-    ok = table.filter(pc.is_null(table.column(ERROR)))
-    rows = ok.column("topk_scientificName").to_pylist()
-    ranked = np.array(rows, dtype=object).reshape(len(rows), -1) if rows else np.empty((0, 1), object)
-    col = ok.column
-    result = metrics.score(
-        ranked, col("scientificName").to_pylist(), ks, tags=col("tag").to_pylist(),
-        predicted_genus=col("predicted_genus").to_pylist() if labels.has_genus else None,
-        true_genus=col("true_genus").to_pylist(),
-        predicted_family=col("predicted_family").to_pylist() if labels.has_family else None,
-        true_family=col("true_family").to_pylist(), bootstrap=bootstrap, seed=seed)
-    return result, dict(unreadable.most_common())
-
+# The metrics themselves are in plantray.evalscore; this joins them with the label filter's counts.
 
 def score_run(uri: str, run: ModelRun, tests: list[TestSet], ks: list[int], cfg: EvaluateConfig) -> list[dict]:
     """One report entry per test set for a model: image/label counts per reason and the metrics."""

@@ -2,10 +2,11 @@
 
 DATA (manifest or ImageFolder tree) -> label set and per-class counts (one small groupby) -> Ray Data
 stream: global shuffle of the URI rows (re-seeded every epoch), read + decode + tag-aware augmentation
-in CPU tasks -> one shard per Ray Train worker -> DDP training (:mod:`plantray.trainloop`) with a
-checkpoint under ``--storage/--name`` every ``--checkpoint-every`` epochs. Rerunning with the same
-``--name`` continues from the latest checkpoint; a failed worker restarts from it (``--max-failures``).
-The final model goes to MODEL as a plantray artifact with metrics, a training curve and a full card.
+in CPU tasks -> one shard per Ray Train worker -> DDP training (:mod:`plantray.trainloop`, driven by
+:mod:`plantray.trainrun`) with a checkpoint under ``--storage/--name`` every ``--checkpoint-every`` epochs.
+Rerunning with the same ``--name`` continues from the latest checkpoint; a failed worker restarts from it
+(``--max-failures``). The final model goes to MODEL as a plantray artifact with metrics, a training curve
+and a full card.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import logging
 import os
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 
@@ -23,7 +23,6 @@ import ray
 import ray.train
 import torch
 from ray.data import RandomSeedConfig
-from ray.train.torch import TorchTrainer
 
 from plantray import __version__, curves, runtime
 from plantray import io as pio
@@ -40,7 +39,7 @@ from plantray.config import ConfigError, field, to_json
 from plantray.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EvalPreset
 from plantray.inputs import open_dataset
 from plantray.model import CARD, Labels, build_model, check_arch, make_card, save_artifact
-from plantray.trainloop import CHECKPOINT_FILE, load_checkpoint, train_loop_per_worker
+from plantray.trainrun import run_trainer
 
 log = logging.getLogger(__name__)
 
@@ -177,73 +176,6 @@ def scaling(cfg: TrainConfig) -> tuple[ray.train.ScalingConfig, int]:
                                     resources_per_worker={"CPU": per_worker}), max(1, int(per_worker)))
 
 
-class _Progress(ray.train.UserCallback):
-    """Forwards rank 0's per-epoch metrics from the Train controller to the driver through a Ray queue."""
-
-    def __init__(self, queue):
-        self.queue = queue
-
-    def after_report(self, run_context, metrics, checkpoint):
-        self.queue.put(metrics[0])
-
-
-def _print_progress(queue, epochs: int, stop: threading.Event, seen: list) -> None:
-    """Driver thread: one log line per epoch as the workers report (collected in ``seen``)."""
-    from ray.util.queue import Empty
-
-    while not (stop.is_set() and queue.empty()):
-        try:
-            metrics = queue.get(timeout=0.5)
-        except Empty:
-            continue
-        except Exception:  # the queue actor went away with the run: nothing more to print
-            return
-        seen.append(metrics)
-        log.info(curves.format_epoch(metrics, epochs))
-
-
-def _fit(trainer: TorchTrainer, retries: int = 1):
-    """``trainer.fit()``, run again from the latest checkpoint after a Train controller failure.
-
-    Ray Train retries worker failures itself (``max_failures``) but gives up on controller errors, such
-    as an actor briefly unreachable on an overloaded node; the same run name resumes where it stopped.
-    """
-    for attempt in range(retries + 1):
-        try:
-            return trainer.fit()
-        except ray.train.ControllerError as e:
-            if attempt == retries:
-                raise
-            log.warning("Ray Train controller failed (%s); resuming the run from its latest checkpoint", e)
-
-
-def run_trainer(cfg: TrainConfig, datasets: dict, loop_cfg: dict, where: dict) -> tuple[dict, int]:
-    """Runs TorchTrainer to completion; returns the final checkpoint's state and the epochs run now."""
-    from ray.util.queue import Queue
-
-    scaling_config, _ = scaling(cfg)
-    storage_fs, storage_path = None, pio.get_fs(where["storage"])[1]
-    if pio.scheme(where["storage"]) != "file":
-        storage_fs, storage_path = pio.arrow_fs(where["storage"])
-    queue = Queue(actor_options={"num_cpus": 0})
-    run_config = ray.train.RunConfig(
-        name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs, callbacks=[_Progress(queue)],
-        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
-    stop, seen = threading.Event(), []
-    printer = threading.Thread(target=_print_progress, args=(queue, cfg.epochs, stop, seen), daemon=True)
-    printer.start()
-    try:
-        result = _fit(TorchTrainer(train_loop_per_worker, train_loop_config=loop_cfg, scaling_config=scaling_config,
-                                   run_config=run_config, datasets=datasets))
-    finally:
-        stop.set()
-        printer.join(timeout=10)
-        queue.shutdown()
-    with result.checkpoint.as_directory() as d:
-        return load_checkpoint(os.path.join(d, CHECKPOINT_FILE)), len(seen)
-
-
 def code_version() -> str:
     """plantray's version plus the git commit of its source tree when there is one."""
     try:
@@ -293,11 +225,12 @@ def train(cfg: TrainConfig) -> dict:
     datasets = build_datasets(cfg, ds, labels, preset, eval_preset)
     # Model (built once here so a bad --arch/--init fails before any worker starts)
     _, provenance = build_model(cfg.arch, len(labels), cfg.init)
-    _, threads = scaling(cfg)
+    scaling_config, threads = scaling(cfg)
     # Train
     log.info("training %s on %d images of %d classes, %d worker(s), run %s", cfg.arch, scan["images"],
              len(labels), cfg.num_workers, where["run_dir"])
-    state, epochs_now = run_trainer(cfg, datasets, loop_config(cfg, labels, eval_preset, where, threads), where)
+    loop_cfg = loop_config(cfg, labels, eval_preset, where, threads)
+    state, epochs_now = run_trainer(cfg, scaling_config, datasets, loop_cfg, where)
     history = state["history"]
     skipped = max((m.get("skipped_unreadable", 0) for m in history), default=0)
     info = {"provenance": provenance, "data": {**scan, "skipped_unreadable": skipped},
