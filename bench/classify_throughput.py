@@ -62,13 +62,18 @@ def steady(run, paths: list[str]) -> dict:
             "end_to_end_images_per_s": round(2 * n / t2, 2)}
 
 
+def autocast(precision: str):
+    """The peers' precision: bf16 autocast on CPU, as plantray's ``--precision bf16``, or plain fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def timed(run, paths) -> float:
     start = time.perf_counter()
     run(paths)
     return time.perf_counter() - start
 
 
-def ceiling(model_dir: str, batch: int, threads: int) -> callable:
+def ceiling(model_dir: str, batch: int, threads: int, precision: str) -> callable:
     """(a): forward of the same network on ready normalised tensors."""
     from plantray.model import load_artifact
 
@@ -79,14 +84,14 @@ def ceiling(model_dir: str, batch: int, threads: int) -> callable:
     def run(paths):
         torch.set_num_threads(threads)
         x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision):
             for _ in range(0, len(paths), batch):
                 net(x)
 
     return run
 
 
-def dataloader(model_dir: str, batch: int, threads: int, workers: int) -> callable:
+def dataloader(model_dir: str, batch: int, threads: int, workers: int, precision: str) -> callable:
     """(b): torch DataLoader + PIL + torchvision transforms, the textbook loop."""
     from PIL import Image
     from torchvision import transforms
@@ -112,14 +117,14 @@ def dataloader(model_dir: str, batch: int, threads: int, workers: int) -> callab
     def run(paths):
         torch.set_num_threads(threads)
         loader = torch.utils.data.DataLoader(Files(paths), batch_size=batch, num_workers=workers)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision):
             for x in loader:
                 net(x.contiguous(memory_format=torch.channels_last)).softmax(1)
 
     return run
 
 
-def ray_docs(model_dir: str, batch: int, out_root: str) -> callable:
+def ray_docs(model_dir: str, batch: int, out_root: str, precision: str) -> callable:
     """(c): Ray Data's documented batch-inference pattern."""
     import ray
 
@@ -134,7 +139,7 @@ def ray_docs(model_dir: str, batch: int, out_root: str) -> callable:
         def __call__(self, batch):
             x = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).float().div(255)
             m, s = torch.tensor(self.p.mean).view(1, 3, 1, 1), torch.tensor(self.p.std).view(1, 3, 1, 1)
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(precision):
                 probs = self.net((x - m) / s).softmax(1)
             return {"path": batch["path"], "top1": probs.argmax(1).numpy()}
 
@@ -148,14 +153,15 @@ def ray_docs(model_dir: str, batch: int, out_root: str) -> callable:
     return run
 
 
-def plantray_run(model_dir: str, batch: int, out_root: str, store) -> callable:
+def plantray_run(model_dir: str, batch: int, out_root: str, store, precision: str) -> callable:
     """(d)/(e): plantray classify over a manifest written to ``store`` (local dir or s3 prefix)."""
     from plantray.classify import ClassifyConfig, classify
 
     def run(paths):
         manifest = store(paths)
         out = store.output()
-        classify(ClassifyConfig(model=model_dir, input=manifest, output=out, batch_size=batch, overwrite=True))
+        classify(ClassifyConfig(model=model_dir, input=manifest, output=out, batch_size=batch, overwrite=True,
+                                precision=precision))
 
     return run
 
@@ -216,6 +222,7 @@ def main():
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="every peer's precision")
     parser.add_argument("--peers", default="a,b,c,d,e", help="which of a,b,c,d,e to run")
     parser.add_argument("--out", default="bench/results", help="directory for JSON and Markdown results")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
@@ -229,9 +236,10 @@ def main():
     results = {}
     # Peers outside Ray first, so no Ray process shares the CPUs with them.
     if "a" in peers:
-        results["a_model_only"] = steady(ceiling(model, args.batch_size, args.threads), paths)
+        results["a_model_only"] = steady(ceiling(model, args.batch_size, args.threads, args.precision), paths)
     if "b" in peers:
-        results["b_dataloader_pil"] = steady(dataloader(model, args.batch_size, args.threads, 2), paths)
+        results["b_dataloader_pil"] = steady(dataloader(model, args.batch_size, args.threads, 2, args.precision),
+                                             paths)
     # The S3 server and its AWS_* variables must exist before Ray starts, so its workers inherit them.
     s3_store = S3Store(paths) if "e" in peers else None
     if {"c", "d", "e"} & set(peers):
@@ -239,13 +247,15 @@ def main():
 
         ensure_ray()
     if "c" in peers:
-        results["c_ray_data_docs"] = steady(ray_docs(model, args.batch_size, work), paths)
+        results["c_ray_data_docs"] = steady(ray_docs(model, args.batch_size, work, args.precision), paths)
     if "d" in peers:
-        results["d_plantray_local"] = steady(plantray_run(model, args.batch_size, work, LocalStore(work)), paths)
+        results["d_plantray_local"] = steady(plantray_run(model, args.batch_size, work, LocalStore(work),
+                                                                args.precision), paths)
     if "e" in peers:
-        results["e_plantray_s3"] = steady(plantray_run(model, args.batch_size, work, s3_store), paths)
-    report = {"machine": machine(), "arch": args.arch, "batch_size": args.batch_size, "threads": args.threads,
-              "images": args.images, "results": results, "ratios": ratios(results)}
+        results["e_plantray_s3"] = steady(plantray_run(model, args.batch_size, work, s3_store, args.precision),
+                                                          paths)
+    report = {"machine": machine(), "arch": args.arch, "precision": args.precision, "batch_size": args.batch_size,
+              "threads": args.threads, "images": args.images, "results": results, "ratios": ratios(results)}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with open(os.path.join(args.out, f"classify-{stamp}.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -284,7 +294,8 @@ def machine() -> dict:
 
 def markdown(report: dict) -> str:
     res, rat = report["results"], report["ratios"]
-    lines = [f"Classify throughput, {report['arch']}, batch {report['batch_size']}, N={report['images']} "
+    lines = [f"Classify throughput, {report['arch']} {report.get('precision', 'fp32')}, "
+             f"batch {report['batch_size']}, N={report['images']} "
              f"(steady state from N and 2N), {report['machine'].get('cpu', '?')} x{report['machine']['cpu_count']}",
              "", "| peer | images/s | ×(a) model-only | ×(b) DataLoader |", "|---|---:|---:|---:|"]
     for k, v in res.items():

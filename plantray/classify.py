@@ -50,7 +50,7 @@ class InferenceOptions:
     decode_batch_size: int = field(16, help="images per decode task batch")
     device: str = field("auto", choices=["auto", "cpu", "gpu"], help="where the model runs")
     precision: str = field("auto", choices=["auto", "fp32", "bf16"],
-                           help="auto = bf16 on GPU, fp32 on CPU (see bench/ for the measurements)")
+                           help=runtime.PRECISION_HELP)
     rows_per_file: int = field(200_000, help="minimum rows per output Parquet file")
     max_pixels: int = field(DEFAULT_MAX_PIXELS, help="larger images become 'image too large' rows")
     max_bytes: int = field(DEFAULT_MAX_BYTES, help="larger files become 'file too large' rows")

@@ -114,25 +114,31 @@ def read_labels(uri: str) -> Labels:
     return parse_labels(text, uri)
 
 
-def replace_head(model: torch.nn.Module, num_classes: int) -> torch.nn.Module:
-    """Replaces the last ``nn.Linear`` of any torchvision classifier with one of ``num_classes``."""
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            last = name
-    if last is None:
+def head_name(model: torch.nn.Module) -> str:
+    """Name of the classifier head, the last ``nn.Linear`` (``fc`` for ResNets)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if not names:
         raise ConfigError("architecture has no Linear classifier head to replace")
-    parent_name, _, attr = last.rpartition(".")
+    return names[-1]
+
+
+def set_head(model: torch.nn.Module, head: torch.nn.Module) -> torch.nn.Module:
+    """Puts ``head`` in place of the classifier head; returns the model."""
+    parent_name, _, attr = head_name(model).rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    old = getattr(parent, attr)
-    setattr(parent, attr, torch.nn.Linear(old.in_features, num_classes))
+    setattr(parent, attr, head)
     return model
+
+
+def replace_head(model: torch.nn.Module, num_classes: int) -> torch.nn.Module:
+    """Replaces the head of any torchvision classifier with a new ``nn.Linear`` of ``num_classes``."""
+    old = model.get_submodule(head_name(model))
+    return set_head(model, torch.nn.Linear(old.in_features, num_classes))
 
 
 def head_prefix(model: torch.nn.Module) -> str:
     """Name prefix of the classifier head parameters (e.g. ``fc.`` for ResNets)."""
-    last = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
-    return last + "."
+    return head_name(model) + "."
 
 
 def check_arch(arch: str) -> None:

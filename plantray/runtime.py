@@ -17,6 +17,9 @@ from plantray.config import ConfigError
 
 log = logging.getLogger(__name__)
 
+PRECISION_HELP = ("auto = bf16 where the device computes it natively (GPUs; CPUs with AVX512-BF16 or AMX), "
+                  "else fp32; bench/precision.py measures speed and Top-1 agreement")
+
 
 def ensure_ray(**init_kwargs) -> None:
     """Connects to (or starts) Ray once per process; quiet progress bars when not on a terminal."""
@@ -52,7 +55,7 @@ def cluster_resources() -> tuple[float, float]:
 def plan_inference(cfg) -> Plan:
     """Sizes the model actor pool from cluster resources and the config's overrides.
 
-    On GPUs: one actor per GPU, bf16, large batches, CPUs left to decoding. On CPUs: actors of
+    On GPUs: one actor per GPU, large batches, CPUs left to decoding. On CPUs: actors of
     ``threads_per_actor`` torch threads (default: a node's CPUs, up to 8) that reserve half of
     those CPUs, so the CPU tasks feeding them always find room.
 
@@ -63,7 +66,7 @@ def plan_inference(cfg) -> Plan:
     if cfg.device == "gpu" and gpus < 1:
         raise ConfigError("--device gpu but the Ray cluster has no GPUs; use --device cpu or add GPU nodes")
     use_gpu = gpus >= 1 and cfg.device != "cpu"
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if use_gpu else "fp32")
+    precision = cfg.precision  # "auto" is resolved by each model actor for its own device
     if use_gpu:
         actors = cfg.num_actors or int(gpus)
         return Plan(True, actors, cfg.threads_per_actor, 1.0, 1.0, cfg.batch_size or 256, precision)

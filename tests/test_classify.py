@@ -18,6 +18,9 @@ from PIL import Image
 
 from plantray.classify import ClassifyConfig, classify
 from plantray.cli import main
+from plantray.imaging import IMAGENET_MEAN, IMAGENET_STD, normalize
+from plantray.model import load_artifact
+from plantray.predict import Network, resolve_precision
 from tests.helpers import SPECIES, jpeg_bytes, read_output, tiny_model, write
 
 
@@ -77,10 +80,11 @@ def test_every_row_once_with_error_reasons(ray_session, tmp_path, model_dir):
     assert card["arch"] == "resnet18"
 
 
-def test_predictions_match_independent_forward(ray_session, tmp_path, model_dir):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_predictions_match_independent_forward(ray_session, tmp_path, model_dir, precision):
     paths = [write(f"{tmp_path}/imgs/{i}.jpg", jpeg_bytes(60 + 13 * i, 45, seed=10 + i)) for i in range(5)]
     out = str(tmp_path / "out")
-    classify(ClassifyConfig(model=model_dir, input=str(tmp_path / "imgs"), output=out, top_k=4))
+    classify(ClassifyConfig(model=model_dir, input=str(tmp_path / "imgs"), output=out, top_k=4, precision=precision))
     rows = {r["image_uri"]: r for r in read_output(out).to_pylist()}
     # independent: torchvision model + torchvision transforms straight from PIL
     net = torchvision.models.resnet18(num_classes=len(SPECIES))
@@ -151,6 +155,31 @@ def test_bad_configuration_refused_before_work(tmp_path, model_dir, case, needle
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, "fp32"), (True, False, "bf16"),
+                                                        (False, True, "bf16")])
+def test_auto_precision_follows_cpu_bf16_support(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_bf16_network_keeps_an_fp32_head(model_dir):
+    # Independent reference: torchvision's resnet18 with the same weights, whole forward in fp32.
+    ref = torchvision.models.resnet18(num_classes=len(SPECIES))
+    ref.load_state_dict(torch.load(os.path.join(model_dir, "weights.pt"), weights_only=True))
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    net = Network(load_artifact(model_dir), torch.device("cpu"), "bf16")
+    x = normalize(torch.from_numpy(images), IMAGENET_MEAN, IMAGENET_STD)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net.model(x).dtype == torch.float32  # logits not rounded to bf16's 8 significant bits
+        assert ref.eval()(x).dtype == torch.bfloat16  # what plain autocast would have given
+    with torch.inference_mode():
+        expected = torch.softmax(ref(x), 1)
+    np.testing.assert_allclose(net.probabilities(images), expected, atol=0.02)
 
 
 @pytest.mark.slow
