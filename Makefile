@@ -23,6 +23,7 @@ test: lint
 bench: $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(VENV)/bin/python bench/classify_throughput.py --out bench/results
+	$(VENV)/bin/python bench/classify_throughput.py --precision bf16 --out bench/results
 	$(VENV)/bin/python bench/scale.py --out bench/results
 
 clean:
