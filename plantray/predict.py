@@ -20,6 +20,7 @@ from plantray.io import SOURCE_COLUMN
 from plantray.model import Artifact, head_name, load_artifact, set_head
 
 CARD_METADATA_KEY = b"plantray.model_card"
+PRECISION_METADATA_KEY = b"plantray.precision"  # what --precision auto resolved to on the actor's node
 DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificationRemarks",
              "identificationVerificationStatus", "identificationType", "kingdom", "taxonRank")
 
@@ -140,7 +141,8 @@ class Predictor:
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
         self.top_k = min(top_k, len(self.artifact.labels))
         self.now_iso, self.rollup_threshold = now_iso, rollup_threshold
-        self.metadata = {CARD_METADATA_KEY: json.dumps(self.artifact.card).encode()}
+        self.metadata = {CARD_METADATA_KEY: json.dumps(self.artifact.card).encode(),
+                         PRECISION_METADATA_KEY: self.net.precision.encode()}
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows

@@ -76,8 +76,10 @@ def test_every_row_once_with_error_reasons(ray_session, tmp_path, model_dir):
     assert table.schema.field("note").type == pa.int64()
     assert "_source" not in table.column_names and "_pixels" not in table.column_names
     assert summary["images"] == len(expected) and summary["failed"] == sum(v is not None for v in expected.values())
-    card = json.loads(pq.read_schema(pq.ParquetDataset(out).files[0]).metadata[b"plantray.model_card"])
-    assert card["arch"] == "resnet18"
+    metadata = pq.read_schema(pq.ParquetDataset(out).files[0]).metadata
+    assert json.loads(metadata[b"plantray.model_card"])["arch"] == "resnet18"
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert metadata[b"plantray.precision"] == (b"bf16" if native_bf16 else b"fp32")  # what auto chose here
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -97,6 +99,7 @@ def test_predictions_match_independent_forward(ray_session, tmp_path, model_dir,
             probs = torch.softmax(net(x[None]), 1)[0].numpy()
         got = dict(zip(rows[p]["topk_scientificName"], rows[p]["topk_confidence"]))
         np.testing.assert_allclose([got[n] for n in SPECIES], probs, atol=0.03)
+    assert pq.read_schema(pq.ParquetDataset(out).files[0]).metadata[b"plantray.precision"] == precision.encode()
 
 
 def test_s3_in_and_out_with_relative_manifest(ray_session, s3, tmp_path, model_dir):
