@@ -42,13 +42,18 @@ def ceiling(arch: str, size: int, batch: int, classes: int, steps: int) -> float
     return steps * batch / (time.perf_counter() - start)
 
 
-def plantray_train(data: str, out: str, arch: str, size: int, batch: int, epochs: int, workers: int) -> dict:
+def plantray_train(data: str, out: str, arch: str, size: int, batch: int, epochs: int, spec: str) -> dict:
+    """One ``plantray train`` run; ``spec`` is ``W`` workers or ``W@C`` with ``--cpus-per-worker C``."""
     from plantray.train import TrainConfig, train
 
+    workers, _, cpus = spec.partition("@")
+    workers = int(workers)
     summary = train(TrainConfig(data=data, output=out, arch=arch, init="random", epochs=epochs,
-                                num_workers=workers, image_size=size, batch_size=batch))
+                                num_workers=workers, image_size=size, batch_size=batch,
+                                cpus_per_worker=float(cpus) if cpus else None))
     last = summary["final"]
-    return {"workers": workers, "images_per_s": round(last["images_per_second"], 2),
+    return {"workers": workers, "cpus_per_worker": float(cpus) if cpus else "auto",
+            "images_per_s": round(last["images_per_second"], 2),
             "images_per_s_per_worker": round(last["images_per_second"] / workers, 2),
             "epoch_seconds": round(last["seconds"], 1), "images_per_epoch": last["images"]}
 
@@ -61,7 +66,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--species", type=int, default=8)
     parser.add_argument("--images-per-species", type=int, default=20)
-    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--workers", default="1,2",
+                        help="runs: W workers, or W@C to pin --cpus-per-worker C (threads = C), e.g. 1@1,1,2")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
 
@@ -74,13 +80,15 @@ def main():
                            test_per_species=1, unseen_per_species=0))
     peer = ceiling(args.arch, args.image_size, args.batch_size, args.species, steps=8)
     ensure_ray()
-    runs = [plantray_train(os.path.join(data, "train.parquet"), os.path.join(work, f"m{w}"), args.arch,
-                           args.image_size, args.batch_size, args.epochs, int(w)) for w in args.workers.split(",")]
+    runs = [plantray_train(os.path.join(data, "train.parquet"), os.path.join(work, f"m{i}"), args.arch,
+                           args.image_size, args.batch_size, args.epochs, w)
+            for i, w in enumerate(args.workers.split(","))]
     for r in runs:
         r["ratio_to_ceiling"] = round(r["images_per_s"] / peer, 3)
+    auto = {r["workers"]: r["images_per_s"] for r in runs if r["cpus_per_worker"] == "auto"}
     report = {"arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
               "cpu_count": os.cpu_count(), "ceiling_images_per_s": round(peer, 2), "runs": runs,
-              "scaling_2_vs_1": round(runs[-1]["images_per_s"] / runs[0]["images_per_s"], 3) if len(runs) > 1 else None}
+              "scaling_2_vs_1": round(auto[2] / auto[1], 3) if {1, 2} <= auto.keys() else None}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"train-{time.strftime('%Y%m%d-%H%M%S')}.json"), "w") as f:
         json.dump(report, f, indent=2)

@@ -58,8 +58,9 @@ class TrainConfig:
     epochs: int = field(100, help="training epochs")
     num_workers: int = field(1, help="Ray Train workers (one GPU each with --use-gpu)")
     use_gpu: bool = field(False, help="train on GPUs (bf16 autocast, NCCL)")
-    cpus_per_worker: float | None = field(None, help="CPUs reserved per worker (default: 1 on GPU, else 3/4 "
-                                          "of the cluster's CPUs shared by the workers; the rest decode)")
+    cpus_per_worker: float | None = field(None, help="CPUs reserved per worker, and its torch threads (default: "
+                                          "1 on GPU, else 3/4 of the CPUs shared by the workers, the rest "
+                                          "decode, with threads for each worker's full share of the CPUs)")
     image_size: int = field(224, help="training crop side in pixels")
     batch_size: int = field(32, help="images per worker per step")
     lr: float = field(1e-3, help="Adam learning rate of the new head")
@@ -165,15 +166,27 @@ def loop_config(cfg: TrainConfig, labels: Labels, eval_preset: EvalPreset, where
 
 
 def scaling(cfg: TrainConfig) -> tuple[ray.train.ScalingConfig, int]:
-    """Workers and their CPUs: on CPU clusters a quarter of the CPUs (at least one) stays free for decoding."""
+    """Workers, the CPUs each reserves, and its torch threads.
+
+    On CPU clusters a quarter of the CPUs (at least one) stays unreserved for decoding, but each worker
+    runs as many threads as its fair share of the CPUs: decode tasks use their CPUs only part of the
+    time, and a worker held to its reservation leaves the rest idle (on 2 CPUs, 1 worker got 1 thread
+    and 0.53x the training-step ceiling; see bench/train_throughput.py).
+    """
     cpus, gpus = runtime.cluster_resources()
     if cfg.use_gpu and gpus < cfg.num_workers:
         raise ConfigError(f"--use-gpu with --num-workers {cfg.num_workers} but the cluster has {gpus:g} GPUs")
     # At least one whole CPU stays free: Ray Data's read tasks ask for one each.
     share = min(0.75 * cpus, cpus - 1) / cfg.num_workers
     per_worker = cfg.cpus_per_worker or (1.0 if cfg.use_gpu else max(0.25, share))
+    threads = per_worker if cfg.cpus_per_worker or cfg.use_gpu else min(cpus / cfg.num_workers, _node_cpus())
     return (ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                    resources_per_worker={"CPU": per_worker}), max(1, int(per_worker)))
+                                    resources_per_worker={"CPU": per_worker}), max(1, int(threads)))
+
+
+def _node_cpus() -> float:
+    """CPUs of the largest live node: no worker runs more threads than one node has."""
+    return max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
 
 
 def code_version() -> str:

@@ -213,7 +213,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     random.seed(cfg["seed"])
     device = ray.train.torch.get_device()
     if device.type == "cpu":
-        torch.set_num_threads(cfg["threads"])  # the worker's CPU reservation, not the whole node
+        torch.set_num_threads(cfg["threads"])  # the worker's share of the CPUs (train.scaling), not the node
     model, _ = build_model(cfg["arch"], cfg["num_classes"], cfg["init"])
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -18,7 +18,7 @@ import pytest
 
 from plantray.cli import main
 from plantray.synth import SynthConfig, synthesize
-from plantray.train import TrainConfig, train
+from plantray.train import TrainConfig, scaling, train
 from plantray.trainloop import build_optimizer, load_checkpoint, save_checkpoint
 
 SPECIES = 4
@@ -49,6 +49,14 @@ def tiny(root, output, **kw) -> TrainConfig:
 
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("workers, reserved, threads", [(1, 1.0, 2), (2, 0.5, 1), (3, 1 / 3, 1)])
+def test_cpu_workers_reserve_part_and_thread_their_share(data, tmp_path, ray_session, workers, reserved, threads):
+    # The session's Ray has 2 CPUs: 1 stays unreserved for Ray Data; threads split both CPUs.
+    config, worker_threads = scaling(tiny(data, tmp_path / "m", num_workers=workers))
+    assert config.num_workers == workers and config.resources_per_worker["CPU"] == pytest.approx(reserved)
+    assert worker_threads == threads
 
 
 @pytest.mark.slow
