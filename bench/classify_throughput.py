@@ -7,8 +7,9 @@ Peers (same network, same precision, same thread budget):
   (d) plantray classify from a local manifest;
   (e) plantray classify from a local S3 server (moto), output to S3.
 
-Steady state: each pipeline runs on N and on 2N images; its rate is N / (t(2N) - t(N)), which
-cancels start-up (Ray actors, DataLoader workers, model loading) the same way for every peer.
+Steady state: each pipeline runs once untimed (warm-up), then on N and on 2N images; its rate is
+N / (t(2N) - t(N)), which cancels start-up (Ray actors, DataLoader workers, model loading) the same
+way for every peer.
 
     python bench/classify_throughput.py --images 400 --out bench/results
 """
@@ -52,9 +53,14 @@ def make_model(root: str, arch: str) -> str:
     return out
 
 
-def steady(run, paths: list[str]) -> dict:
-    """Times ``run(paths[:n])`` and ``run(paths[:2n])``; the difference is the steady-state cost of n."""
+def steady(run, paths: list[str], warmup: int = 64) -> dict:
+    """Times ``run(paths[:n])`` and ``run(paths[:2n])``; the difference is the steady-state cost of n.
+
+    An untimed warm-up run comes first: otherwise one-off costs of the first run only (Ray worker
+    processes importing torch, page cache) would land in t(n) alone and inflate the rate.
+    """
     n = len(paths) // 2
+    run(paths[:min(warmup, n)])
     t1 = timed(run, paths[:n])
     t2 = timed(run, paths)
     print(f"  n={n}: {t1:.1f} s, 2n: {t2:.1f} s -> {n / max(t2 - t1, 1e-9):.2f} images/s", flush=True)

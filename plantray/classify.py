@@ -24,7 +24,7 @@ from plantray.decode import ERROR, decode_batch
 from plantray.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EvalPreset
 from plantray.inputs import read_input
 from plantray.model import load_artifact
-from plantray.predict import Predictor
+from plantray.predict import PRECISION_METADATA_KEY, Predictor
 
 log = logging.getLogger(__name__)
 RUN_FILE = "_plantray_run.json"
@@ -124,7 +124,8 @@ def predict_stages(ds, cfg, artifact, plan: runtime.Plan, now_iso: str):
 
 
 def summarize(output: str, seconds: float) -> dict:
-    """Counts rows and failures by reason by scanning only the ``error`` column of the output."""
+    """Counts rows and failures by reason by scanning only the ``error`` column of the output, and
+    reads the precision the model actors ran in from the files' footers."""
     fs, path = pio.arrow_fs(output)
     dataset = pads.dataset(path, filesystem=fs, format="parquet")
     reasons: collections.Counter = collections.Counter()
@@ -133,9 +134,12 @@ def summarize(output: str, seconds: float) -> dict:
         rows += batch.num_rows
         reasons.update(v for v in batch.column(0).to_pylist() if v is not None)
     files = len(dataset.files)
+    precision = {(f.physical_schema.metadata or {}).get(PRECISION_METADATA_KEY, b"").decode()
+                 for f in dataset.get_fragments()} - {""}
     return {"images": rows, "classified": rows - sum(reasons.values()), "failed": sum(reasons.values()),
             "failures_by_reason": dict(reasons.most_common()), "files": files, "seconds": round(seconds, 2),
-            "images_per_second": round(rows / seconds, 2) if seconds > 0 else None}
+            "images_per_second": round(rows / seconds, 2) if seconds > 0 else None,
+            "precision": ",".join(sorted(precision)) or None}
 
 
 def classify(cfg: ClassifyConfig) -> dict:
@@ -169,7 +173,8 @@ def classify(cfg: ClassifyConfig) -> dict:
 def format_summary(summary: dict) -> str:
     """The closing lines printed by the CLI."""
     lines = [f"classified {summary['classified']}/{summary['images']} images in {summary['seconds']} s "
-             f"({summary['images_per_second']} images/s) -> {summary['output']} ({summary['files']} files)"]
+             f"({summary['images_per_second']} images/s, {summary['precision'] or 'no model run'}) -> "
+             f"{summary['output']} ({summary['files']} files)"]
     for reason, count in summary["failures_by_reason"].items():
         lines.append(f"  failed: {count:>8}  {reason}")
     for reason, count in summary.get("input_stats", {}).get("skipped", {}).items():

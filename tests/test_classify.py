@@ -86,7 +86,9 @@ def test_every_row_once_with_error_reasons(ray_session, tmp_path, model_dir):
 def test_predictions_match_independent_forward(ray_session, tmp_path, model_dir, precision):
     paths = [write(f"{tmp_path}/imgs/{i}.jpg", jpeg_bytes(60 + 13 * i, 45, seed=10 + i)) for i in range(5)]
     out = str(tmp_path / "out")
-    classify(ClassifyConfig(model=model_dir, input=str(tmp_path / "imgs"), output=out, top_k=4, precision=precision))
+    summary = classify(ClassifyConfig(model=model_dir, input=str(tmp_path / "imgs"), output=out, top_k=4,
+                                      precision=precision))
+    assert summary["precision"] == precision
     rows = {r["image_uri"]: r for r in read_output(out).to_pylist()}
     # independent: torchvision model + torchvision transforms straight from PIL
     net = torchvision.models.resnet18(num_classes=len(SPECIES))
