@@ -56,8 +56,8 @@ class FP32Head(torch.nn.Module):
     """A classifier head that runs in fp32 inside a bf16 autocast region.
 
     bf16 logits keep 8 significant bits, so close classes tie exactly and the Top-1 flips: 0.8% of
-    images in bench/precision.py (ResNet50 at 224), all of them ties. The head is a tiny share of the
-    FLOPs, so computing it in fp32 costs nothing measurable.
+    images in bench/precision.py (ResNet50 at 224), all of them ties; with this head, 0.2%. The head
+    is a tiny share of the FLOPs (bf16 speed-up x1.96 with it, x2.07 without, in separate runs).
     """
 
     def __init__(self, head: torch.nn.Module):
