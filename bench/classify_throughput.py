@@ -17,7 +17,6 @@ way for every peer.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -27,6 +26,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from report import save_report  # bench/ is on sys.path when a script here runs
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -294,12 +294,8 @@ def main():
                                  torch.cuda.is_available())
         report["overlap_estimate_images_per_s"] = round(bound, 2)
         report["ratios"]["vs_overlap_estimate"] = {k: round(v["images_per_s"] / bound, 3) for k, v in results.items()}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    with open(os.path.join(args.out, f"classify-{stamp}.json"), "w") as f:
-        json.dump(report, f, indent=2)
     md = markdown(report)
-    with open(os.path.join(args.out, f"classify-{stamp}.md"), "w") as f:
-        f.write(md)
+    save_report(args.out, "classify", report, md)
     print(md)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

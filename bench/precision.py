@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from report import save_report  # bench/ is on sys.path when a script here runs
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -107,9 +108,7 @@ def main():
               "top1_agreement_95ci_low": round(wilson_lower(same, len(images)), 4),
               "max_abs_probability_diff": round(float(np.abs(probs["fp32"] - probs["bf16"]).max()), 4),
               "bf16_default_justified": bool(speedup > 1 and same / len(images) >= 0.995)}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"precision-{time.strftime('%Y%m%d-%H%M%S')}.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    save_report(args.out, "precision", report)
     print(json.dumps(report, indent=2))
 
 

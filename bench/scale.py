@@ -21,6 +21,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from report import save_report  # bench/ is on sys.path when a script here runs
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -122,10 +123,7 @@ def main():
               "driver_rss_growth": round(last["driver_peak_rss_mb"] / first["driver_peak_rss_mb"] - 1, 3),
               "worker_rss_growth": round(last["worker_peak_rss_mb"] / first["worker_peak_rss_mb"] - 1, 3),
               "cpu_count": os.cpu_count()}
-    os.makedirs(args.out, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    with open(os.path.join(args.out, f"scale-{stamp}.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    save_report(args.out, "scale", report)
     print(json.dumps(report, indent=2))
 
 

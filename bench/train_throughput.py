@@ -16,6 +16,7 @@ import tempfile
 import time
 
 import torch
+from report import save_report  # bench/ is on sys.path when a script here runs
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -89,9 +90,7 @@ def main():
     report = {"arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
               "cpu_count": os.cpu_count(), "ceiling_images_per_s": round(peer, 2), "runs": runs,
               "scaling_2_vs_1": round(auto[2] / auto[1], 3) if {1, 2} <= auto.keys() else None}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"train-{time.strftime('%Y%m%d-%H%M%S')}.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    save_report(args.out, "train", report)
     print(json.dumps(report, indent=2))
 
 
