@@ -34,7 +34,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 def make_data(root: str, images: int, seed: int) -> tuple[str, list[str]]:
     """A synth dataset with ``2 * images`` training JPEGs at the paper's statistics; manifest + paths."""
-    from plantray.synth import SynthConfig, synthesize
+    from plantray.commands.synth import SynthConfig
+    from plantray.synth.dataset import synthesize
 
     species = 8
     synthesize(SynthConfig(out=root, species=species, images_per_species=-(-2 * images // species),
@@ -45,7 +46,7 @@ def make_data(root: str, images: int, seed: int) -> tuple[str, list[str]]:
 
 
 def make_model(root: str, arch: str) -> str:
-    from plantray.create import ModelCreateConfig, create_model
+    from plantray.commands.model_create import ModelCreateConfig, create_model
 
     labels = os.path.join(root, "labels.csv")
     out = os.path.join(root, "model")
@@ -81,7 +82,7 @@ def timed(run, paths) -> float:
 
 def ceiling(model_dir: str, batch: int, threads: int, precision: str) -> callable:
     """(a): forward of the same network on ready normalised tensors."""
-    from plantray.model import load_artifact
+    from plantray.model.artifact import load_artifact
 
     artifact = load_artifact(model_dir)
     net = artifact.build().to(memory_format=torch.channels_last)
@@ -99,8 +100,8 @@ def ceiling(model_dir: str, batch: int, threads: int, precision: str) -> callabl
 
 def decode_rate(model_dir: str, paths: list[str]) -> float:
     """Images/s of plantray's decode (read + Pillow draft decode + resize + crop) on one core."""
-    from plantray.imaging import preprocess
-    from plantray.model import load_artifact
+    from plantray.images.decode import preprocess
+    from plantray.model.artifact import load_artifact
 
     preset = load_artifact(model_dir).preset
     start = time.perf_counter()
@@ -127,7 +128,7 @@ def dataloader(model_dir: str, batch: int, threads: int, workers: int, precision
     from PIL import Image
     from torchvision import transforms
 
-    from plantray.model import load_artifact
+    from plantray.model.artifact import load_artifact
 
     artifact = load_artifact(model_dir)
     net = artifact.build().to(memory_format=torch.channels_last)
@@ -159,7 +160,7 @@ def ray_docs(model_dir: str, batch: int, out_root: str, precision: str) -> calla
     """(c): Ray Data's documented batch-inference pattern."""
     import ray
 
-    from plantray.model import load_artifact
+    from plantray.model.artifact import load_artifact
 
     class Classifier:
         def __init__(self):
@@ -186,7 +187,7 @@ def ray_docs(model_dir: str, batch: int, out_root: str, precision: str) -> calla
 
 def plantray_run(model_dir: str, batch: int, out_root: str, store, precision: str) -> callable:
     """(d)/(e): plantray classify over a manifest written to ``store`` (local dir or s3 prefix)."""
-    from plantray.classify import ClassifyConfig, classify
+    from plantray.commands.classify import ClassifyConfig, classify
 
     def run(paths):
         manifest = store(paths)
@@ -275,7 +276,7 @@ def main():
     # The S3 server and its AWS_* variables must exist before Ray starts, so its workers inherit them.
     s3_store = S3Store(paths) if "e" in peers else None
     if {"c", "d", "e"} & set(peers):
-        from plantray.runtime import ensure_ray
+        from plantray.cluster import ensure_ray
 
         ensure_ray()
     if "c" in peers:

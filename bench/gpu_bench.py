@@ -163,7 +163,8 @@ def stage_env(device: torch.device) -> dict:
 
 def _synth_part(args: tuple) -> str:
     out, per_species, seed, min_px, max_px = args
-    from plantray.synth import SynthConfig, synthesize
+    from plantray.commands.synth import SynthConfig
+    from plantray.synth.dataset import synthesize
 
     synthesize(SynthConfig(out=out, species=8, images_per_species=per_species, test_per_species=0,
                            unseen_per_species=0, seed=seed, min_pixels=min_px, max_pixels=max_px))
@@ -192,8 +193,10 @@ def stage_synth(work: str, sizes: Sizes, pool) -> dict:
 
 def make_model(work: str, sizes: Sizes) -> str:
     """A random-init plantray model directory with a ``sizes.classes`` head (names are placeholders)."""
-    from plantray.imaging import EvalPreset
-    from plantray.model import Labels, build_model, make_card, save_artifact
+    from plantray.images.presets import EvalPreset
+    from plantray.model.artifact import make_card, save_artifact
+    from plantray.model.labels import Labels
+    from plantray.model.network import build_model
 
     labels = Labels([f"Species{i:04d} bench" for i in range(sizes.classes)])
     model, provenance = build_model(sizes.arch, sizes.classes, "random")
@@ -207,8 +210,8 @@ def make_model(work: str, sizes: Sizes) -> str:
 
 def stage_ceiling(model_dir: str, sizes: Sizes, device: torch.device) -> dict:
     """Forward of plantray's Network module on ready normalised channels_last tensors, bf16 and fp32."""
-    from plantray.model import load_artifact
-    from plantray.predict import Network
+    from plantray.model.artifact import load_artifact
+    from plantray.model.network import Network
 
     net = Network(load_artifact(model_dir), device, "bf16").model
     x = torch.randn(sizes.batch, 3, sizes.crop, sizes.crop, device=device).contiguous(memory_format=torch.channels_last)
@@ -243,7 +246,7 @@ def stage_compile(sizes: Sizes, device: torch.device, work: str, left: float) ->
 
 def compile_child(args) -> None:
     """Child of :func:`stage_compile`: compile, time the first call, then measure bf16 images/s."""
-    from plantray.model import build_model
+    from plantray.model.network import build_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, _ = build_model(args.arch, args.classes, "random")
@@ -269,8 +272,8 @@ def compile_child(args) -> None:
 
 def _decode_chunk(args: tuple) -> np.ndarray:
     """Pool worker: plantray's reader + Pillow draft-mode decode, resize, centre crop; uint8 NHWC."""
-    from plantray.decode import read_image
-    from plantray.imaging import ImageError, preprocess
+    from plantray.images.decode import ImageError, preprocess
+    from plantray.images.loader import read_image
 
     paths, preset = args
     out = []
@@ -308,8 +311,8 @@ def _predict(net, arrays: list, keep: list | None) -> int:
 def stage_e2e_cpu_decode(model_dir: str, paths: list[str], sizes: Sizes, device: torch.device, pool,
                          keep: list) -> dict:
     """CPU path: ``sizes.procs`` processes decode with plantray.imaging; plantray.predict.Network (bf16)."""
-    from plantray.model import load_artifact
-    from plantray.predict import Network
+    from plantray.model.artifact import load_artifact
+    from plantray.model.network import Network
 
     net = Network(load_artifact(model_dir), device, "bf16" if device.type == "cuda" else "fp32")
     cpu_decode_run(net, paths[: sizes.batch * 2], sizes.batch, pool)  # warm-up: pool, cuDNN autotune
@@ -364,8 +367,8 @@ def gpu_decode_run(model, paths: list[str], sizes: Sizes, preset, device: torch.
 
 def stage_e2e_gpu_decode(model_dir: str, paths: list[str], sizes: Sizes, device: torch.device) -> dict:
     """GPU path: torchvision.io.decode_jpeg(device='cuda') batches + GPU resize/crop + the same network."""
-    from plantray.model import load_artifact
-    from plantray.predict import Network
+    from plantray.model.artifact import load_artifact
+    from plantray.model.network import Network
 
     net = Network(load_artifact(model_dir), device, "bf16")
     with ThreadPoolExecutor(1) as prefetch, ThreadPoolExecutor(8) as reader:
@@ -383,8 +386,8 @@ def stage_e2e_gpu_decode(model_dir: str, paths: list[str], sizes: Sizes, device:
 
 def stage_classify(model_dir: str, paths: list[str], sizes: Sizes, work: str, results: Results) -> dict:
     """``plantray classify`` on N then 2N rows (the set read twice); steady state = N / (t(2N) - t(N))."""
-    from plantray.classify import ClassifyConfig, classify
-    from plantray.runtime import ensure_ray
+    from plantray.cluster import ensure_ray
+    from plantray.commands.classify import ClassifyConfig, classify
 
     ensure_ray()
     out, times = {}, {}
@@ -413,7 +416,7 @@ def stage_classify(model_dir: str, paths: list[str], sizes: Sizes, work: str, re
 
 def stage_train_ceiling(sizes: Sizes, device: torch.device) -> dict:
     """One training step (bf16 autocast on GPU, channels_last, Adam) on synthetic tensors already on the device."""
-    from plantray.model import build_model
+    from plantray.model.network import build_model
 
     model, _ = build_model(sizes.arch, sizes.classes, "random")
     model = model.train().to(device).to(memory_format=torch.channels_last)
@@ -435,8 +438,8 @@ def stage_train_ceiling(sizes: Sizes, device: torch.device) -> dict:
 
 def stage_plantray_train(manifest: str, sizes: Sizes, device: torch.device, work: str) -> dict:
     """``plantray train``: 1 worker, ``use_gpu`` when there is a GPU, random init; per-epoch images/s."""
-    from plantray.curves import read_metrics
-    from plantray.train import TrainConfig, train
+    from plantray.commands.train import TrainConfig, train
+    from plantray.training.curves import read_metrics
 
     out_dir = os.path.join(work, "trained")
     summary = train(TrainConfig(data=manifest, output=out_dir, arch=sizes.arch, init="random",
@@ -452,8 +455,8 @@ def stage_plantray_train(manifest: str, sizes: Sizes, device: torch.device, work
 
 def stage_agreement(model_dir: str, images: np.ndarray, device: torch.device, sizes: Sizes) -> dict:
     """Top-1 agreement of bf16 and fp32 predictions of the same model on the same decoded images."""
-    from plantray.model import load_artifact
-    from plantray.predict import Network
+    from plantray.model.artifact import load_artifact
+    from plantray.model.network import Network
 
     artifact = load_artifact(model_dir)
     probs = {}

@@ -26,9 +26,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 def trained_model(work: str, args) -> tuple[str, str]:
     """Synthesises data and trains a model with plantray; returns (model dir, data dir)."""
-    from plantray.runtime import ensure_ray
-    from plantray.synth import SynthConfig, synthesize
-    from plantray.train import TrainConfig, train
+    from plantray.cluster import ensure_ray
+    from plantray.commands.synth import SynthConfig
+    from plantray.commands.train import TrainConfig, train
+    from plantray.synth.dataset import synthesize
 
     data, model = os.path.join(work, "data"), os.path.join(work, "model")
     synthesize(SynthConfig(out=data, species=args.species, images_per_species=args.train_per_species,
@@ -40,7 +41,7 @@ def trained_model(work: str, args) -> tuple[str, str]:
 
 
 def test_images(data: str, preset) -> np.ndarray:
-    from plantray.imaging import preprocess
+    from plantray.images.decode import preprocess
 
     uris = pq.read_table(os.path.join(data, "test.parquet")).column("image_uri").to_pylist()
     return np.stack([preprocess(open(os.path.join(data, u), "rb").read(), preset) for u in uris])
@@ -83,8 +84,9 @@ def main():
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
 
-    from plantray.model import load_artifact
-    from plantray.predict import Network, native_bf16_cpu
+    from plantray.model.artifact import load_artifact
+    from plantray.model.network import Network
+    from plantray.model.precision import native_bf16_cpu
 
     model, data = (args.model, args.data) if args.model else trained_model(
         tempfile.mkdtemp(prefix="plantray-prec-"), args)

@@ -80,7 +80,7 @@ def make_manifest(root: str, names: list[str], rows: int) -> str:
 
 
 def run_one(model: str, manifest: str, out: str, rows_per_file: int) -> dict:
-    from plantray.classify import ClassifyConfig, classify
+    from plantray.commands.classify import ClassifyConfig, classify
 
     with PeakRSS() as rss:
         start = time.perf_counter()
@@ -102,8 +102,8 @@ def main():
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
 
-    from plantray.create import ModelCreateConfig, create_model
-    from plantray.runtime import ensure_ray
+    from plantray.cluster import ensure_ray
+    from plantray.commands.model_create import ModelCreateConfig, create_model
 
     work = tempfile.mkdtemp(prefix="plantray-scale-")
     names = make_images(work, args.images)

@@ -45,7 +45,7 @@ def ceiling(arch: str, size: int, batch: int, classes: int, steps: int) -> float
 
 def plantray_train(data: str, out: str, arch: str, size: int, batch: int, epochs: int, spec: str) -> dict:
     """One ``plantray train`` run; ``spec`` is ``W`` workers or ``W@C`` with ``--cpus-per-worker C``."""
-    from plantray.train import TrainConfig, train
+    from plantray.commands.train import TrainConfig, train
 
     workers, _, cpus = spec.partition("@")
     workers = int(workers)
@@ -72,8 +72,9 @@ def main():
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
 
-    from plantray.runtime import ensure_ray
-    from plantray.synth import SynthConfig, synthesize
+    from plantray.cluster import ensure_ray
+    from plantray.commands.synth import SynthConfig
+    from plantray.synth.dataset import synthesize
 
     work = tempfile.mkdtemp(prefix="plantray-trainbench-")
     data = os.path.join(work, "data")

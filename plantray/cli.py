@@ -1,4 +1,9 @@
-"""The ``plantray`` command: one subcommand per job, flags generated from each job's config dataclass."""
+"""The ``plantray`` command: one subcommand per module of :mod:`plantray.commands`.
+
+Each command module holds its config dataclass (the flags are generated from it), ``run(cfg)`` and
+``format_summary(summary)``. Command modules import torch and Ray only inside ``run``, so
+``plantray --help`` and ``plantray <command> --help`` answer at once.
+"""
 
 from __future__ import annotations
 
@@ -11,65 +16,51 @@ import sys
 from plantray import __version__
 from plantray.config import ConfigError, add_dataclass_args, from_args
 
-# subcommand -> (module, config class, run function, optional summary formatter, help)
+# subcommand -> (module under plantray.commands, one-line help)
 COMMANDS = {
-    "synth": ("plantray.synth", "SynthConfig", "synthesize", None,
-              "write a PlantNet-like synthetic dataset (JPEGs, manifests, labels.csv)"),
-    "model create": ("plantray.create", "ModelCreateConfig", "create_model", None,
-                     "create a model directory from labels and initial weights"),
-    "classify": ("plantray.classify", "ClassifyConfig", "classify", "format_summary",
-                 "classify images (manifest, archive or tree) into Parquet"),
-    "train": ("plantray.train", "TrainConfig", "train", "format_summary",
-              "fine-tune a network on Ray Train (the paper's recipe)"),
-    "evaluate": ("plantray.evaluate", "EvaluateConfig", "evaluate", "format_summary",
-                 "the paper's external-test protocol: ten-crop Top-1/Top-5 per test set (Table 1)"),
-    "nightly": ("plantray.nightly", "NightlyConfig", "nightly", "format_summary",
-                "incremental re-classification into a predictions table, committed atomically"),
-    "export dwca": ("plantray.export", "ExportConfig", "export_dwca", None,
-                    "export predictions as a Darwin Core Archive (Identification History)"),
-    "quickstart": ("plantray.quickstart", "QuickstartConfig", "quickstart", "format_summary",
-                   "synthesise, train, evaluate and classify end to end on embedded defaults"),
+    "synth": ("synth", "write a PlantNet-like synthetic dataset (JPEGs, manifests, labels.csv)"),
+    "model create": ("model_create", "create a model directory from labels and initial weights"),
+    "classify": ("classify", "classify images (manifest, archive or tree) into Parquet"),
+    "train": ("train", "fine-tune a network on Ray Train (the paper's recipe)"),
+    "evaluate": ("evaluate", "the paper's external-test protocol: ten-crop Top-1/Top-5 per test set (Table 1)"),
+    "nightly": ("nightly", "incremental re-classification into a predictions table, committed atomically"),
+    "export dwca": ("export", "export predictions as a Darwin Core Archive (Identification History)"),
+    "quickstart": ("quickstart", "synthesise, train, evaluate and classify end to end on embedded defaults"),
 }
 
 
-def _available(module: str) -> bool:
-    try:
-        importlib.util.find_spec(module)
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+def command_module(name: str):
+    """The module of subcommand ``name`` (e.g. ``"model create"`` -> :mod:`plantray.commands.model_create`)."""
+    return importlib.import_module(f"plantray.commands.{COMMANDS[name][0]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every available subcommand."""
-    parser = argparse.ArgumentParser(prog="plantray", description=__doc__)
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="plantray", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--version", action="version", version=f"plantray {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     top = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
-    for name, (module, cls_name, _, _, help_text) in COMMANDS.items():
-        if not _available(module):
-            continue
-        words = name.split()
+    for name, (_, help_text) in COMMANDS.items():
+        *group, leaf = name.split()
         target = top
-        if len(words) == 2:
-            if words[0] not in groups:
-                groups[words[0]] = top.add_parser(words[0]).add_subparsers(dest="subcommand", required=True)
-            target = groups[words[0]]
-        sub = target.add_parser(words[-1], help=help_text, description=help_text)
-        add_dataclass_args(sub, getattr(importlib.import_module(module), cls_name))
+        if group:
+            if group[0] not in groups:
+                groups[group[0]] = top.add_parser(group[0]).add_subparsers(dest="subcommand", required=True)
+            target = groups[group[0]]
+        sub = target.add_parser(leaf, help=help_text, description=help_text)
+        add_dataclass_args(sub, command_module(name).CONFIG)
         sub.set_defaults(_job=name)
     return parser
 
 
 def run(name: str, args: argparse.Namespace):
-    """Runs subcommand ``name`` and prints its summary."""
-    module_name, cls_name, fn_name, fmt_name, _ = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    cfg = from_args(getattr(module, cls_name), args)
-    result = getattr(module, fn_name)(cfg)
-    if fmt_name and isinstance(result, dict):
-        print(getattr(module, fmt_name)(result))
+    """Runs subcommand ``name`` with parsed ``args`` and prints its summary; returns the summary."""
+    module = command_module(name)
+    result = module.run(from_args(module.CONFIG, args))
+    formatter = getattr(module, "format_summary", None)
+    if formatter and isinstance(result, dict):
+        print(formatter(result))
     elif result is not None:
         print(json.dumps(result, indent=2, default=str))
     return result

@@ -9,8 +9,10 @@ import numpy as np
 import pyarrow.dataset as pads
 from PIL import Image
 
-from plantray.imaging import EvalPreset
-from plantray.model import Labels, build_model, make_card, save_artifact
+from plantray.images.presets import EvalPreset
+from plantray.model.artifact import make_card, save_artifact
+from plantray.model.labels import Labels
+from plantray.model.network import build_model
 
 SPECIES = ["Quercus robur", "Fagus sylvatica", "Bellis perennis", "Rosa canina"]
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plantray.augment import TAG_POLICY, TrainPreset, augment, class_weights, upright_policy
+from plantray.images.augment import TAG_POLICY, TrainPreset, augment, upright_policy
+from plantray.training.data import class_weights
 
 SKY, GROUND = (90, 150, 240), (120, 80, 30)
 

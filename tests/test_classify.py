@@ -16,11 +16,12 @@ import torchvision
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from plantray.classify import ClassifyConfig, classify
 from plantray.cli import main
-from plantray.imaging import IMAGENET_MEAN, IMAGENET_STD, normalize
-from plantray.model import load_artifact
-from plantray.predict import Network, resolve_precision
+from plantray.commands.classify import ClassifyConfig, classify
+from plantray.images.presets import IMAGENET_MEAN, IMAGENET_STD
+from plantray.model.artifact import load_artifact
+from plantray.model.network import Network, normalize
+from plantray.model.precision import resolve_precision
 from tests.helpers import SPECIES, jpeg_bytes, read_output, tiny_model, write
 
 

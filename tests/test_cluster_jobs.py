@@ -13,7 +13,7 @@ import pytest
 from multinode import RayCluster, wait_for_job
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from plantray import table as tbl
+from plantray.storage import table as tbl
 from tests.helpers import jpeg_bytes, tiny_model
 
 pytestmark = pytest.mark.slow

@@ -9,13 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from plantray.darwincore import (
-    aggregate_occurrences,
-    dwc_columns,
-    identification_id,
-    identification_remarks,
-    rollup,
-)
+from plantray.darwincore.occurrences import aggregate_occurrences
+from plantray.darwincore.terms import dwc_columns, identification_id, identification_remarks
+from plantray.inference.rollup import rollup
 
 SPECIES = ["Quercus robur", "Quercus petraea", "Acer campestre", "Acer platanoides", "Rosa canina",
            "Fagus sylvatica"]

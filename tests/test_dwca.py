@@ -14,8 +14,8 @@ from dwca_fixtures import Media, Occ, expected_images, expected_skips, sample_ro
 from PIL import Image
 
 from plantray.config import ConfigError
-from plantray.dwca import SKIP, mark_duplicates, read_dwca, skip_reason
-from plantray.dwcameta import read_meta
+from plantray.sources.dwca import SKIP, mark_duplicates, read_dwca, skip_reason
+from plantray.sources.dwcameta import read_meta
 
 # --- pure functions ------------------------------------------------------------------------------------
 
@@ -185,8 +185,10 @@ def image_server():
 
 def tiny_model(path: str, names: list[str]) -> str:
     """A random resnet18 with 32 px crops, saved as a plantray model directory."""
-    from plantray.imaging import EvalPreset
-    from plantray.model import Labels, build_model, make_card, save_artifact
+    from plantray.images.presets import EvalPreset
+    from plantray.model.artifact import make_card, save_artifact
+    from plantray.model.labels import Labels
+    from plantray.model.network import build_model
 
     model, provenance = build_model("resnet18", len(names), "random")
     labels = Labels(names, genus=[n.split()[0] for n in names], family=["Rosaceae"] * len(names))

@@ -14,10 +14,12 @@ import torch
 from PIL import Image
 
 from plantray import cli
+from plantray.commands.evaluate import EvaluateConfig, evaluate, validate
 from plantray.config import ConfigError
-from plantray.evaluate import EvaluateConfig, evaluate, validate
-from plantray.imaging import EvalPreset
-from plantray.model import Labels, build_model, make_card, save_artifact
+from plantray.images.presets import EvalPreset
+from plantray.model.artifact import make_card, save_artifact
+from plantray.model.labels import Labels
+from plantray.model.network import build_model
 
 PRESET = EvalPreset(crop_size=32, resize_size=40)
 NAMES = ["Rosa canina", "Quercus robur", "Salvia pratensis", "Acer campestre"]
@@ -122,7 +124,8 @@ def test_filtered_rows_and_unreadable_images_on_ray(tmp_path, counted_model, ray
 
 def _train_tiny(train_manifest: str, labels: Labels, steps: int = 40):
     """A few Adam steps of resnet18 on 32-px centre crops (a stand-in for ``plantray train``)."""
-    from plantray.imaging import normalize, preprocess
+    from plantray.images.decode import preprocess
+    from plantray.model.network import normalize
 
     table = pq.read_table(train_manifest)
     root = os.path.dirname(train_manifest)
@@ -146,7 +149,8 @@ def _train_tiny(train_manifest: str, labels: Labels, steps: int = 40):
 
 @pytest.mark.slow
 def test_end_to_end_ten_crop_two_sets_two_models(tmp_path, ray_session):
-    from plantray.synth import SynthConfig, synthesize
+    from plantray.commands.synth import SynthConfig
+    from plantray.synth.dataset import synthesize
 
     data = tmp_path / "synth"
     info = synthesize(SynthConfig(out=str(data), species=4, images_per_species=16, test_per_species=4,

@@ -11,8 +11,8 @@ import pytest
 from dwca.read import DwCAReader
 
 from plantray.cli import main
+from plantray.commands.export import ExportConfig, export_dwca
 from plantray.config import ConfigError
-from plantray.export import ExportConfig, export_dwca
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
 DCT = "http://purl.org/dc/terms/"

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from plantray.fetch import FetchConfig, FetchError, HttpFetcher, fetch_many, parse_retry_after
+from plantray.storage.http import FetchConfig, FetchError, HttpFetcher, fetch_many, parse_retry_after
 
 
 def _jpeg() -> bytes:

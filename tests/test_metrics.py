@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plantray import metrics
+from plantray.evaluation import metrics
 
 NAMES = ["A", "B", "C", "D", "E", "F"]
 GENUS = {"A": "G1", "B": "G1", "C": "G2", "D": "G2", "E": "G3", "F": "G3"}

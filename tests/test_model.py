@@ -9,9 +9,11 @@ import torch
 import torchvision
 
 from plantray.cli import main
+from plantray.commands.model_create import ModelCreateConfig, create_model
 from plantray.config import ConfigError
-from plantray.create import ModelCreateConfig, create_model
-from plantray.model import build_model, load_artifact, parse_labels
+from plantray.model.artifact import load_artifact
+from plantray.model.labels import parse_labels
+from plantray.model.network import build_model
 
 
 def test_labels_csv_and_text():

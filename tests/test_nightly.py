@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from plantray import nightly as nightly_mod
-from plantray import table as tbl
 from plantray.cli import main
-from plantray.nightly import NightlyConfig, nightly
+from plantray.commands import nightly as nightly_mod
+from plantray.commands.nightly import NightlyConfig, nightly
+from plantray.storage import table as tbl
 from tests.helpers import jpeg_bytes, tiny_model, write
 
 

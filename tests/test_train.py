@@ -17,9 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from plantray.cli import main
-from plantray.synth import SynthConfig, synthesize
-from plantray.train import TrainConfig, scaling, train
-from plantray.trainloop import build_optimizer, load_checkpoint, save_checkpoint
+from plantray.commands.synth import SynthConfig
+from plantray.commands.train import TrainConfig, train
+from plantray.inference.planner import scaling
+from plantray.synth.dataset import synthesize
+from plantray.training.loop import build_optimizer, load_checkpoint, save_checkpoint
 
 SPECIES = 4
 
@@ -61,7 +63,7 @@ def test_cpu_workers_reserve_part_and_thread_their_share(data, tmp_path, ray_ses
 
 @pytest.mark.slow
 def test_trains_and_classifies_held_out_images(data, tmp_path, ray_session):
-    from plantray.classify import ClassifyConfig, classify
+    from plantray.commands.classify import ClassifyConfig, classify
 
     out = tmp_path / "model"
     summary = train(tiny(data, out))
@@ -150,7 +152,7 @@ def test_bad_input_exits_2_with_the_reason(case, data, tmp_path, capsys, ray_ses
 def test_optimizer_groups_schedule_and_checkpoint_round_trip(tmp_path):
     import torch
 
-    from plantray.model import build_model
+    from plantray.model.network import build_model
 
     model, _ = build_model("resnet50", 7, "random")  # the paper's network, with a 7-class head
     optimizer, scheduler = build_optimizer(model, lr=1e-3, backbone_scale=0.1, epochs=10)

@@ -10,10 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from plantray import tta
-from plantray.imaging import EvalPreset, preprocess
-from plantray.model import Labels, build_model, load_artifact, make_card, save_artifact
-from plantray.predict import Network
+from plantray.images import crops as tta
+from plantray.images.decode import preprocess
+from plantray.images.presets import EvalPreset
+from plantray.inference.predictor import CropPredictor
+from plantray.model.artifact import load_artifact, make_card, save_artifact
+from plantray.model.labels import Labels
+from plantray.model.network import Network, build_model
 
 PRESET = EvalPreset(crop_size=32, resize_size=40)
 
@@ -100,7 +103,7 @@ def test_averaged_prediction_equals_mean_of_single_crops(tmp_path, tiny_model, m
     cropped = tta.crop_batch(table, PRESET, mode, seed=4, max_bytes=10**6)
     assert cropped.column("error").to_pylist() == [None, None, "not an image"]
 
-    out = tta.CropPredictor(tiny_model, "m", crops=10, ks=(1, 2)).__call__(cropped)
+    out = CropPredictor(tiny_model, "m", crops=10, ks=(1, 2)).__call__(cropped)
     net = Network(load_artifact(tiny_model), torch.device("cpu"))
     for row, path in enumerate(paths[:2]):
         crops = tta.make_crops(Image.open(path).convert("RGB"), PRESET, mode, tta.image_rng(4, path))

@@ -1,0 +1,110 @@
+"""Per-occurrence aggregation of image predictions (one identification per gbifID)."""
+
+from __future__ import annotations
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from plantray.darwincore.terms import _failed
+
+
+def _occurrence_schema(key_type: pa.DataType, key: str) -> pa.Schema:
+    return pa.schema([(key, key_type), ("topk_scientificName", pa.list_(pa.string())),
+                      ("topk_confidence", pa.list_(pa.float64())), ("scientificName", pa.string()),
+                      ("confidence", pa.float64()), ("images_used", pa.int64()),
+                      ("images_failed", pa.int64())])
+
+
+def mean_topk(names_per_image: list[list[str]], confs_per_image: list[list[float]], top_k: int
+              ) -> tuple[list[str], list[float]]:
+    """Top-k of the mean class probability over images, from each image's top-k.
+
+    A class missing from an image's top-k counts as probability 0 for that image: an approximation that
+    slightly underestimates every class (by at most the image's k-th probability).
+
+    Args:
+        names_per_image: each image's top-k names.
+        confs_per_image: each image's top-k probabilities.
+        top_k: how many classes to keep.
+
+    Returns:
+        (names, mean probabilities), best first; ties broken by name for determinism.
+    """
+    totals: dict[str, float] = {}
+    for names, confs in zip(names_per_image, confs_per_image):
+        for n, c in zip(names, confs):
+            totals[n] = totals.get(n, 0.0) + float(c)
+    count = len(names_per_image)
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+    return [n for n, _ in ranked], [t / count for _, t in ranked]
+
+
+def _aggregate_group(group: pa.Table, key: str, top_k: int, schema: pa.Schema) -> pa.Table:
+    """map_groups function: one occurrence's image predictions -> one occurrence row."""
+    errors = group.column("error").to_pylist()
+    ok = [i for i, e in enumerate(errors) if not _failed(e)]
+    names_col = group.column("topk_scientificName").to_pylist()
+    confs_col = group.column("topk_confidence").to_pylist()
+    names, confs = mean_topk([names_col[i] or [] for i in ok], [confs_col[i] or [] for i in ok], top_k)
+    row = {key: [group.column(key)[0].as_py()], "topk_scientificName": [names], "topk_confidence": [confs],
+           "scientificName": [names[0] if names else None], "confidence": [confs[0] if confs else None],
+           "images_used": [len(ok)], "images_failed": [len(errors) - len(ok)]}
+    return pa.Table.from_pydict(row, schema=schema)
+
+
+def _has_files(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path) and bool(fs.ls(path))
+
+
+def _write_empty(uri: str, schema: pa.Schema) -> None:
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(f"{path.rstrip('/')}/part-empty.parquet", "wb") as f:
+        pq.write_table(schema.empty_table(), f)
+
+
+def aggregate_occurrences(predictions_path: str, out_path: str, top_k: int = 5, key: str = "gbifID") -> dict:
+    """Combines per-image predictions into one identification per occurrence, with Ray Data.
+
+    Each occurrence's probabilities are the mean over its successfully classified images, computed from
+    their top-k (see :func:`mean_topk`). Runs as a distributed groupby, so it scales past driver memory
+    (each single occurrence's images must fit in a worker, which they always do).
+
+    Args:
+        predictions_path: Parquet dataset with columns ``key``, ``topk_scientificName``,
+            ``topk_confidence`` and ``error``.
+        out_path: where to write the occurrence Parquet dataset.
+        top_k: classes kept per occurrence.
+        key: occurrence key column.
+
+    Returns:
+        ``{"occurrences": ..., "images_used": ..., "images_failed": ...}``.
+    """
+    import ray
+
+    if top_k < 1:
+        raise ValueError(f"top_k={top_k!r} is invalid: use 1 or more")
+    columns = [key, "topk_scientificName", "topk_confidence", "error"]
+    ds = ray.data.read_parquet(predictions_path)
+    schema_in = ds.schema()
+    missing = [c for c in columns if c not in schema_in.names]
+    if missing:
+        raise ValueError(f"{predictions_path} lacks columns {missing}: aggregation needs {columns} "
+                         "(pass key= to name the occurrence key column)")
+    key_type = schema_in.types[schema_in.names.index(key)]
+    ds = ds.select_columns(columns)
+    schema = _occurrence_schema(key_type, key)
+    kwargs = {"key": key, "top_k": top_k, "schema": schema}
+    grouped = ds.groupby(key).map_groups(_aggregate_group, batch_format="pyarrow", fn_kwargs=kwargs)
+    grouped.write_parquet(out_path)
+    if not _has_files(out_path):  # no predictions: still leave a readable, empty table with the schema
+        _write_empty(out_path, schema)
+        return {"occurrences": 0, "images_used": 0, "images_failed": 0}
+    # Counting re-reads two small columns of the output rather than holding anything on the driver.
+    written = ray.data.read_parquet(out_path, columns=["images_used", "images_failed"])
+    occurrences = written.count()
+    totals = written.sum(["images_used", "images_failed"]) if occurrences else {}
+    return {"occurrences": occurrences, "images_used": int(totals.get("sum(images_used)") or 0),
+            "images_failed": int(totals.get("sum(images_failed)") or 0)}

@@ -1,0 +1,101 @@
+"""Darwin Core identification terms for machine identifications."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import numpy as np
+
+# Fixed namespace so identification IDs are stable across runs, machines and versions of this code.
+ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/plantray/plantray/identification")
+
+
+def identification_id(model_sha256: str, image_uri: str) -> str:
+    """A deterministic identificationID for one model's identification of one image.
+
+    Args:
+        model_sha256: hex digest of the model weights.
+        image_uri: the image's URI.
+
+    Returns:
+        A UUIDv5 string; the same inputs always give the same ID, so reruns update rather than duplicate.
+    """
+    return str(uuid.uuid5(ID_NAMESPACE, f"{model_sha256}\n{image_uri}"))
+
+
+def identification_remarks(confidence: float, rank: str, model_name: str, model_version: str) -> str:
+    """Human-readable remarks carrying what Darwin Core has no term for (the confidence).
+
+    Args:
+        confidence: probability of the reported name.
+        rank: reported taxonRank.
+        model_name: e.g. "resnet50".
+        model_version: e.g. "v3".
+
+    Returns:
+        e.g. ``"machine identification by plantray resnet50 v3 (confidence 0.873, rank genus)"``.
+    """
+    return (f"machine identification by {_display_name(model_name)} {model_version} "
+            f"(confidence {confidence:.3f}, rank {rank})")
+
+
+def _display_name(model_name: str) -> str:
+    # Cards name models "plantray-resnet50"; bare names ("resnet50") get the project prefix.
+    return model_name if model_name.startswith("plantray") else f"plantray {model_name}"
+
+
+def _failed(error) -> bool:
+    if error is None:
+        return False
+    if isinstance(error, float) and math.isnan(error):
+        return False
+    return bool(error)
+
+
+def _model_terms(model_card: dict) -> tuple[str, str, str]:
+    """(name, version, weights SHA-256) from a card: ``weights.sha256`` (model.py's cards) or ``sha256``."""
+    sha = model_card.get("sha256") or (model_card.get("weights") or {}).get("sha256")
+    missing = [k for k, v in (("name", model_card.get("name")), ("version", model_card.get("version")),
+                              ("weights.sha256", sha)) if not v]
+    if missing:
+        raise ValueError(f"model_card lacks {missing}: it needs 'name', 'version' and 'weights.sha256'")
+    return str(model_card["name"]), str(model_card["version"]), str(sha)
+
+
+def dwc_columns(batch: dict[str, np.ndarray], model_card: dict, now_iso: str) -> dict[str, np.ndarray]:
+    """Adds Darwin Core identification terms to a predictions batch.
+
+    Rows with an ``error`` keep ``identificationID`` and ``identifiedBy`` (the attempt is identifiable) and
+    get None for the other added terms. ``taxonRank`` is taken from the batch when the classifier already
+    rolled predictions up (see :func:`rollup`), else "species".
+
+    Args:
+        batch: columns ``image_uri``, ``scientificName``, ``confidence``, ``error`` (None/"" when fine),
+            optionally ``taxonRank``.
+        model_card: the model card (``name``, ``version``, ``weights.sha256``; see :mod:`plantray.model`).
+        now_iso: ISO 8601 timestamp for ``dateIdentified`` (one per job, so a run is consistent).
+
+    Returns:
+        The batch with the added columns (object arrays with None for nulls).
+    """
+    name, version, sha = _model_terms(model_card)
+    uris = batch["image_uri"]
+    failed = np.array([_failed(e) for e in batch["error"]], dtype=bool)
+    ranks = batch.get("taxonRank", np.full(len(uris), "species", dtype=object))
+    by = f"{_display_name(name)} {version} (sha256:{sha[:12]})"  # same form as model.Artifact.identified_by
+
+    def per_row(value_fn) -> np.ndarray:
+        return np.array([None if failed[i] else value_fn(i) for i in range(len(uris))], dtype=object)
+
+    out = dict(batch)
+    out["identificationID"] = np.array([identification_id(sha, str(u)) for u in uris], dtype=object)
+    out["identifiedBy"] = np.full(len(uris), by, dtype=object)
+    out["dateIdentified"] = per_row(lambda i: now_iso)
+    out["identificationRemarks"] = per_row(
+        lambda i: identification_remarks(float(batch["confidence"][i]), str(ranks[i]), name, version))
+    out["identificationVerificationStatus"] = per_row(lambda i: "unverified")
+    out["identificationType"] = per_row(lambda i: "media")
+    out["kingdom"] = per_row(lambda i: "Plantae")
+    out["taxonRank"] = per_row(lambda i: str(ranks[i]))
+    return out

@@ -1,0 +1,113 @@
+"""The paper's test-set label filter: keep species the model knows with MORE than N training images.
+
+``label_counts`` reads only the ``scientificName`` column of a test set (manifest, ImageFolder tree or
+archive; local or object storage); ``label_filter`` compares those counts with a model's labels and
+per-class training counts, and says how many images and labels each reason drops.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from plantray import storage
+from plantray.cluster import ensure_ray
+from plantray.columns import SOURCE_COLUMN
+from plantray.config import ConfigError
+from plantray.model.labels import Labels
+from plantray.sources import detect_input, open_dataset
+
+UNKNOWN, TOO_FEW, NO_LABEL = "unknown species", "too few training images", "no label"
+
+
+def label_counts(name: str, uri: str) -> dict:
+    """Images per ``scientificName`` of a test set (None = unlabelled), reading only that column.
+
+    Raises:
+        ConfigError: missing DATA, unsupported kind, or no ``scientificName``.
+    """
+    if storage.scheme(uri) in storage.HTTP_SCHEMES or not storage.exists(uri):
+        raise ConfigError(f"--test {name}={uri}: DATA does not exist; give a manifest or an ImageFolder tree "
+                          "(check the path, and AWS_ENDPOINT_URL for s3://)")
+    kind = detect_input(uri)
+    if kind.kind == "images":
+        root = storage.get_fs(uri)[1].rstrip("/")
+        rel = [f.split("://", 1)[-1][len(root) + 1:] for f in storage.list_files(uri)]
+        return dict(collections.Counter(r.split("/", 1)[0] if "/" in r else None for r in rel))
+    if kind.kind == "manifest":
+        column = _manifest_labels(name, uri)
+    else:
+        ensure_ray()
+        ds, _ = open_dataset(uri)
+        if "scientificName" not in ds.columns():
+            raise ConfigError(f"--test {name}={uri}: the archive has no scientificName")
+        column = pa.chunked_array([b["scientificName"] for b in ds.select_columns(["scientificName"])
+                                   .iter_batches(batch_format="pyarrow")], pa.string())
+    counts = pc.value_counts(column).to_pylist()
+    return {c["values"] or None: c["counts"] for c in counts}
+
+
+def _manifest_labels(name: str, uri: str) -> pa.ChunkedArray:
+    fs, path = storage.get_fs(uri)
+    try:
+        with fs.open(path, "rb") as f:
+            if uri.lower().endswith(".parquet"):
+                table = pq.read_table(f, columns=["scientificName"])
+            else:
+                table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+                    include_columns=["scientificName"], column_types={"scientificName": pa.string()}))
+    except (KeyError, pa.ArrowInvalid) as e:
+        raise ConfigError(f"--test {name}={uri}: no readable scientificName column ({e}); a test manifest needs "
+                          "image_uri and scientificName") from None
+    return table.column("scientificName").cast(pa.string())
+
+
+def label_filter(counts: dict, labels: Labels, min_train_images: int) -> tuple[frozenset, dict]:
+    """The paper's filter: species the model knows with MORE than ``min_train_images`` training images.
+
+    Args:
+        counts: test images per label (None = unlabelled).
+        labels: the model's labels, with ``train_images`` when ``min_train_images > 0``.
+        min_train_images: the threshold (12 in the paper: 12 is dropped, 13 kept).
+    Returns:
+        The kept labels and ``{"images": {reason: n}, "labels": {reason: n}}`` with reasons
+        ``kept``, ``unknown species``, ``too few training images``, ``no label``.
+    """
+    train = dict(zip(labels.names, labels.train_images))
+    images, names = collections.Counter(), collections.Counter()
+    kept = set()
+    for label, n in counts.items():
+        if label is None:
+            reason = NO_LABEL
+        elif label not in train:
+            reason = UNKNOWN
+        elif min_train_images > 0 and (train[label] or 0) <= min_train_images:
+            reason = TOO_FEW
+        else:
+            reason = "kept"
+            kept.add(label)
+        images[reason] += n
+        names[reason] += 0 if label is None else 1
+    reasons = ("kept", UNKNOWN, TOO_FEW, NO_LABEL)
+    return frozenset(kept), {"images": {r: images[r] for r in reasons},
+                             "labels": {r: names[r] for r in reasons[:3]}}
+
+
+_ROW_SCHEMA = pa.schema([("test_set", pa.string()), ("image_uri", pa.string()), (SOURCE_COLUMN, pa.string()),
+                         ("scientificName", pa.string()), ("tag", pa.string()), ("genus", pa.string()),
+                         ("family", pa.string())])
+
+
+def select_rows(table: pa.Table, test_name: str, kept: tuple) -> pa.Table:
+    """``map_batches``: the rows whose label passed the filter, in one schema so test sets can be unioned."""
+    labels = table.column("scientificName").cast(pa.string())
+    table = table.filter(pc.fill_null(pc.is_in(labels, value_set=pa.array(kept, pa.string())), False))
+    n = table.num_rows
+    arrays = [pa.array([test_name] * n, pa.string()) if f.name == "test_set"
+              else table.column(f.name).cast(pa.string()) if f.name in table.column_names
+              else pa.nulls(n, pa.string()) for f in _ROW_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=_ROW_SCHEMA)

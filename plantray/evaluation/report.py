@@ -1,0 +1,159 @@
+"""The evaluation report: Markdown (the paper's Table 1 and details), JSON with the same numbers, a PNG chart.
+
+Everything is written through fsspec, so REPORT_DIR may be a bucket prefix. Accuracies are stored as
+fractions in JSON and shown as percentages (one decimal, as the paper) in Markdown.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from plantray import storage
+from plantray.config import to_json
+
+DASH = "–"
+
+
+def pct(value: float | None) -> str:
+    """0.4012 -> ``40.1``; None -> a dash."""
+    return DASH if value is None else f"{100 * value:.1f}"
+
+
+def _row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list, rows: list[list]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+def _entry(summary: dict, model: str, test: str) -> dict:
+    return next(e for e in summary["results"] if e["model"] == model and e["test_set"] == test)
+
+
+def markdown_table(summary: dict) -> str:
+    """Table 1 of the paper: test sets as rows, Top-k accuracy (%) per model as columns.
+
+    Args:
+        summary: the result of :func:`plantray.evaluate.evaluate`.
+    Returns:
+        A Markdown table.
+    """
+    models = [m["label"] for m in summary["models"]]
+    header = ["Test set"] + [f"{m} Top-{k}" for m in models for k in summary["ks"]]
+    rows = []
+    for t in summary["tests"]:
+        cells = [t["name"]]
+        for m in models:
+            scores = _entry(summary, m, t["name"])["metrics"]
+            cells += [pct(scores[f"top{k}"]) for k in summary["ks"]]
+        rows.append(cells)
+    return "\n".join(_table(header, rows))
+
+
+def _ci(scores: dict, k: int) -> str:
+    ci = scores["ci95"].get(f"top{k}")
+    return f"{pct(ci[0])}–{pct(ci[1])}" if ci else DASH
+
+
+def details_table(summary: dict) -> str:
+    """Per (model, test set): images and labels kept and dropped per reason, macro/genus/family Top-1, CIs."""
+    header = ["Model", "Test set", "Images scored", "Labels", "Unknown species (img/lab)",
+              "Too few training images (img/lab)", "No label", "Unreadable", "Macro Top-1", "Genus Top-1",
+              "Family Top-1"] + [f"Top-{k} 95% CI" for k in summary["ks"]]
+    rows = []
+    for e in summary["results"]:
+        img, lab, s = e["images"], e["labels"], e["metrics"]
+        rows.append([e["model"], e["test_set"], f"{img['scored']}/{img['test']}", f"{lab['scored']}/{lab['test']}",
+                     f"{img['unknown species']}/{lab['unknown species']}",
+                     f"{img['too few training images']}/{lab['too few training images']}", img["no label"],
+                     img["unreadable"], pct(s["macro_top1"]), pct(s["genus_top1"]), pct(s["family_top1"]),
+                     *(_ci(s, k) for k in summary["ks"])])
+    return "\n".join(_table(header, rows))
+
+
+def tag_table(summary: dict) -> str:
+    """Top-1 (%) per organ tag, one row per (model, test set); image counts in parentheses."""
+    tags = sorted({t for e in summary["results"] for t in e["metrics"]["per_tag"]})
+    if not tags:
+        return "(no tags in the test sets)"
+    rows = []
+    for e in summary["results"]:
+        per = e["metrics"]["per_tag"]
+        rows.append([e["model"], e["test_set"]] + [f"{pct(per[t]['accuracy'])} ({per[t]['images']})" if t in per
+                                                   else DASH for t in tags])
+    return "\n".join(_table(["Model", "Test set", *tags], rows))
+
+
+def markdown_report(summary: dict) -> str:
+    """The whole report.md."""
+    models = "\n".join(f"- **{m['label']}**: `{m['uri']}` ({m['name']} {m['version']}, sha256 {m['sha256'][:12]})"
+                       for m in summary["models"])
+    tests = "\n".join(f"- **{t['name']}**: `{t['uri']}`" for t in summary["tests"])
+    return "\n".join([
+        "# plantray evaluate", "",
+        f"Test-time augmentation: **{summary['tta']}** ({summary['crops']} crop(s) per image, softmax averaged). "
+        f"Kept: species known to the model with more than {summary['min_train_images']} training images. "
+        f"Bootstrap: {summary['bootstrap']} replicates, seed {summary['seed']}.", "",
+        "## Models", models, "", "## Test sets", tests, "",
+        "## Accuracy (%)", markdown_table(summary), "",
+        "## Images and labels", details_table(summary), "",
+        "## Top-1 (%) per tag", tag_table(summary), "",
+        "![accuracy](accuracy.png)", ""])
+
+
+def chart_png(summary: dict) -> bytes:
+    """A PNG: Top-k per test set and model (left), Top-1 per tag for each model and test set (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    tests = [t["name"] for t in summary["tests"]]
+    series = [(m["label"], k) for m in summary["models"] for k in summary["ks"]]
+    width = 0.8 / max(1, len(series))
+    for i, (model, k) in enumerate(series):
+        values = [100 * (_entry(summary, model, t)["metrics"][f"top{k}"] or 0) for t in tests]
+        left.bar(np.arange(len(tests)) + i * width, values, width, label=f"{model} Top-{k}")
+    left.set(xticks=np.arange(len(tests)) + width * (len(series) - 1) / 2, ylim=(0, 100), ylabel="accuracy (%)",
+             title="Accuracy per test set")
+    left.set_xticklabels(tests)
+    left.legend(fontsize=7)
+    _tag_bars(right, summary, np)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _tag_bars(ax: Any, summary: dict, np: Any) -> None:
+    tags = sorted({t for e in summary["results"] for t in e["metrics"]["per_tag"]})
+    width = 0.8 / max(1, len(summary["results"]))
+    for i, e in enumerate(summary["results"]):
+        per = e["metrics"]["per_tag"]
+        values = [100 * per[t]["accuracy"] if t in per else 0 for t in tags]
+        ax.bar(np.arange(len(tags)) + i * width, values, width, label=f"{e['model']} / {e['test_set']}")
+    ax.set(xticks=np.arange(len(tags)) + width * (len(summary["results"]) - 1) / 2, ylim=(0, 100),
+           ylabel="Top-1 (%)", title="Top-1 per tag")
+    ax.set_xticklabels(tags, rotation=30)
+    if tags:
+        ax.legend(fontsize=7)
+
+
+def write_report(cfg: Any, summary: dict) -> None:
+    """Writes report.md, report.json, accuracy.png and config.json into ``summary["output"]``.
+
+    Args:
+        cfg: the job's config dataclass (written as config.json).
+        summary: the evaluation summary.
+    """
+    out = summary["output"]
+    storage.write_bytes(storage.join(out, "config.json"), to_json(cfg).encode())
+    storage.write_bytes(storage.join(out, "report.json"), json.dumps(summary, indent=2, default=str).encode())
+    storage.write_bytes(storage.join(out, "report.md"), markdown_report(summary).encode())
+    storage.write_bytes(storage.join(out, "accuracy.png"), chart_png(summary))

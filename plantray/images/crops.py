@@ -1,0 +1,157 @@
+"""Test-time augmentation: crop geometry, the Ray Data stage producing crops, and the crop-averaging actor.
+
+The paper tests with ten crops per image and averages the softmax. ``ten-crop`` is the classic
+four corners + centre and their horizontal mirrors of the image resized to ``resize_size``;
+``random-ten-crop`` draws ten milder-than-training random crops, seeded per image so a re-run
+scores the very same pixels. Crops are produced in CPU tasks; the actor sends all crops of a
+batch through the network in one forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from plantray import storage
+from plantray.columns import ERROR, PIXELS, SOURCE_COLUMN
+from plantray.images.decode import ImageError, center_crop, open_image, resize_shorter
+from plantray.images.loader import read_image
+from plantray.images.presets import EvalPreset
+
+TTA_MODES = ("none", "center", "ten-crop", "random-ten-crop")
+# Milder than training's RandomResizedCrop (0.08-1.0): a test crop must still show the plant.
+RANDOM_SCALE = (0.7, 1.0)
+RANDOM_RATIO = (3 / 4, 4 / 3)
+_READ_THREADS = 16
+Box = tuple[int, int, int, int]  # PIL crop box: left, top, right, bottom
+
+
+def n_crops(mode: str) -> int:
+    """Crops per image for a TTA mode."""
+    return 10 if mode in ("ten-crop", "random-ten-crop") else 1
+
+
+def five_crop_boxes(width: int, height: int, size: int) -> list[Box]:
+    """Top-left, top-right, bottom-left, bottom-right and centre ``size`` squares of a width x height image."""
+    left, top = (width - size) // 2, (height - size) // 2  # as imaging.center_crop
+    corners = [(0, 0), (width - size, 0), (0, height - size), (width - size, height - size), (left, top)]
+    return [(x, y, x + size, y + size) for x, y in corners]
+
+
+def image_rng(seed: int, image_uri: str) -> np.random.Generator:
+    """A generator keyed by (seed, image): the same crops on every run, worker and machine.
+
+    Python's ``hash`` is salted per process, so the URI is hashed with SHA-256 instead.
+    """
+    digest = int.from_bytes(hashlib.sha256(str(image_uri).encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, digest])
+
+
+def random_crop_params(width: int, height: int, rng: np.random.Generator, n: int = 10,
+                       scale: tuple = RANDOM_SCALE, ratio: tuple = RANDOM_RATIO) -> list[tuple[Box, bool]]:
+    """``n`` random (box, mirror) pairs inside a width x height image, RandomResizedCrop-style.
+
+    Args:
+        width, height: the (resized) image size.
+        rng: the image's generator (see :func:`image_rng`).
+        n: how many crops.
+        scale: crop area as a fraction of the image area.
+        ratio: crop aspect (width / height) range, drawn log-uniformly.
+    Returns:
+        ``n`` pairs of a PIL box within the image and whether to mirror the crop.
+    """
+    out = []
+    for _ in range(n):
+        box = None
+        for _ in range(10):  # rejection sampling, as torchvision: a draw may not fit the image
+            area = width * height * rng.uniform(*scale)
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+                box = (left, top, left + w, top + h)
+                break
+        if box is None:  # fall back to the largest centred square
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            box = (left, top, left + side, top + side)
+        out.append((box, bool(rng.random() < 0.5)))
+    return out
+
+
+def _resample(preset: EvalPreset) -> Image.Resampling:
+    return Image.Resampling[preset.interpolation.upper()]
+
+
+def make_crops(img: Image.Image, preset: EvalPreset, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The TTA crops of one decoded image.
+
+    Args:
+        img: upright RGB image (any size).
+        preset: the model's evaluation preprocessing (resize_size, crop_size, interpolation).
+        mode: one of :data:`TTA_MODES`.
+        rng: the image's generator, required for ``random-ten-crop``.
+    Returns:
+        uint8 ``[n_crops(mode), crop_size, crop_size, 3]``.
+    """
+    size = preset.crop_size
+    img = resize_shorter(img, max(preset.resize_size, size), preset.interpolation)
+    if mode in ("none", "center"):
+        return np.asarray(center_crop(img, size), np.uint8)[None]
+    if mode == "ten-crop":
+        five = np.stack([np.asarray(img.crop(b), np.uint8) for b in five_crop_boxes(*img.size, size)])
+        return np.concatenate([five, np.flip(five, axis=2)])
+    if mode == "random-ten-crop":
+        if rng is None:
+            raise ValueError("random-ten-crop needs the image's generator")
+        crops = []
+        for box, mirror in random_crop_params(*img.size, rng):
+            crop = np.asarray(img.resize((size, size), _resample(preset), box=box), np.uint8)
+            crops.append(np.flip(crop, axis=1) if mirror else crop)
+        return np.stack(crops)
+    raise ValueError(f"unknown TTA mode {mode!r}; use one of {TTA_MODES}")
+
+
+def load_crops(source: str, image_uri: str, preset: EvalPreset, mode: str, seed: int,
+               max_bytes: int) -> tuple[bytes | None, str | None]:
+    """Reads, decodes and crops one image; returns (crop bytes, None) or (None, reason). Never raises."""
+    try:
+        img = open_image(read_image(source, max_bytes), preset.resize_size, preset.max_pixels)
+        return make_crops(img, preset, mode, image_rng(seed, image_uri)).tobytes(), None
+    except ImageError as e:
+        return None, e.reason
+    except Exception as e:  # a bug or an exotic failure must still not lose the row
+        return None, f"internal error: {type(e).__name__}"
+
+
+def crop_batch(table: pa.Table, preset: EvalPreset, mode: str, seed: int, max_bytes: int) -> pa.Table:
+    """``map_batches`` function: adds ``_pixels`` (all crops of a row, concatenated) and ``error``.
+
+    Args:
+        table: rows with ``image_uri`` and the resolved ``_source``.
+        preset: the model's evaluation preprocessing.
+        mode: the TTA mode.
+        seed: run seed; random crops are keyed by (seed, image_uri).
+        max_bytes: larger files become ``file too large`` rows.
+    Returns:
+        The rows with ``_pixels`` (uint8 NHWC crops or null) and ``error`` (null or reason).
+    """
+    sources = table.column(SOURCE_COLUMN).to_pylist()
+    uris = table.column("image_uri").to_pylist()
+
+    def load(pair):
+        return load_crops(pair[0], pair[1], preset, mode, seed, max_bytes)
+
+    pairs = list(zip(sources, uris))
+    if len(pairs) > 1 and any(storage.scheme(s or "") != "file" for s in sources):
+        with ThreadPoolExecutor(min(_READ_THREADS, len(pairs))) as pool:  # overlap object-store waits
+            results = list(pool.map(load, pairs))
+    else:
+        results = [load(p) for p in pairs]
+    return (table.append_column(PIXELS, pa.array([r[0] for r in results], pa.binary()))
+            .append_column(ERROR, pa.array([r[1] for r in results], pa.string())))

@@ -1,0 +1,96 @@
+"""The ordered label set of a model (``labels.csv``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+from plantray import storage
+from plantray.config import ConfigError
+
+LABEL_COLUMNS = ("scientificName", "genus", "family", "taxonID", "train_images")
+
+
+@dataclass
+class Labels:
+    """The ordered label set of a model; index i is output logit i."""
+
+    names: list[str]
+    genus: list[str | None] = field(default_factory=list)
+    family: list[str | None] = field(default_factory=list)
+    taxon_id: list[str | None] = field(default_factory=list)
+    train_images: list[int | None] = field(default_factory=list)
+
+    def __post_init__(self):
+        n = len(self.names)
+        for name in ("genus", "family", "taxon_id", "train_images"):
+            if not getattr(self, name):
+                setattr(self, name, [None] * n)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def has_genus(self) -> bool:
+        return any(self.genus)
+
+    @property
+    def has_family(self) -> bool:
+        return any(self.family)
+
+    @property
+    def has_counts(self) -> bool:
+        return all(c is not None for c in self.train_images)
+
+    def to_csv(self) -> str:
+        """CSV text with the standard columns."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(LABEL_COLUMNS)
+        for row in zip(self.names, self.genus, self.family, self.taxon_id, self.train_images):
+            writer.writerow(["" if v is None else v for v in row])
+        return buf.getvalue()
+
+
+def _none(value: str | None) -> str | None:
+    return value.strip() or None if value is not None else None
+
+
+def parse_labels(text: str, source: str = "labels") -> Labels:
+    """Parses a labels CSV (``scientificName`` column, optional genus/family/taxonID/train_images)
+    or a plain text file with one scientific name per line.
+
+    Raises:
+        ConfigError: no labels, duplicates, or a CSV without ``scientificName``.
+    """
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise ConfigError(f"{source}: no labels found; give a CSV with a scientificName column or one name per line")
+    if "," in lines[0] or lines[0].strip() == "scientificName":
+        rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+        if "scientificName" not in (rows[0].keys() if rows else lines[0].split(",")):
+            raise ConfigError(f"{source}: CSV has no 'scientificName' column (header: {lines[0]!r})")
+        names = [r["scientificName"].strip() for r in rows]
+        counts = [int(r["train_images"]) if _none(r.get("train_images")) else None for r in rows]
+        labels = Labels(names, [_none(r.get("genus")) for r in rows], [_none(r.get("family")) for r in rows],
+                        [_none(r.get("taxonID")) for r in rows], counts)
+    else:
+        labels = Labels([ln.strip() for ln in lines])
+    dupes = {n for n in labels.names if labels.names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"{source}: duplicate labels {sorted(dupes)[:5]}; each scientificName must appear once")
+    if any(not n for n in labels.names):
+        raise ConfigError(f"{source}: empty scientificName in labels")
+    return labels
+
+
+def read_labels(uri: str) -> Labels:
+    """Reads labels from a local path or object-storage URI (see :func:`parse_labels`)."""
+    try:
+        text = storage.read_bytes(uri).decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"labels {uri!r} not found; pass --labels with a CSV or text file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"labels {uri!r} is not UTF-8 text; save it as UTF-8 CSV") from None
+    return parse_labels(text, uri)

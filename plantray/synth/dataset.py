@@ -1,0 +1,275 @@
+"""A PlantNet-like synthetic dataset: species with real-looking names, drawn photos, manifests.
+
+No real plant photos can be downloaded where plantray is developed and tested, so quickstart,
+tests, training and benchmarks run on this instead.  Each species gets a fixed visual signature
+(dominant and secondary hue, petal/leaf shape family, petal count, texture); each image varies
+organ tag, position, scale, rotation, background and lighting.  Signatures are spread evenly
+over hue and cycle through shapes so that a small network learns the classes in a few epochs.
+
+Layout under OUT (local directory or fsspec URI; every file goes through fsspec):
+``{train,test,unseen}/<scientificName>/<NNNNNN>.jpg``, ``{split}.parquet`` manifests with
+``image_uri`` relative to OUT, ``labels.csv``, ``README.txt`` and ``config.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import zlib
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from plantray.config import ConfigError, field, to_json
+from plantray.synth.drawing import TAGS, Species, render_image
+
+SPLITS = ("train", "test", "unseen")
+# Pl@ntNet-like organ mix, one weight per TAGS entry: flowers dominate, bark and stems are rarer.
+TAG_WEIGHTS = np.array([0.35, 0.2, 0.15, 0.1, 0.1, 0.1])
+MAX_SPECIES = 500
+MANIFEST_SCHEMA = pa.schema([
+    ("image_uri", pa.string()), ("scientificName", pa.string()), ("genus", pa.string()),
+    ("family", pa.string()), ("taxonID", pa.string()), ("tag", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("occurrenceID", pa.string()),
+])
+# Real families and genera of Western European flora; epithets are real but freely combined.
+FLORA = {
+    "Rosaceae": ["Rosa", "Prunus", "Crataegus", "Rubus", "Potentilla", "Sorbus"],
+    "Fagaceae": ["Quercus", "Fagus", "Castanea"],
+    "Asteraceae": ["Centaurea", "Cirsium", "Leucanthemum", "Achillea", "Senecio"],
+    "Ranunculaceae": ["Ranunculus", "Anemone", "Clematis", "Helleborus"],
+    "Lamiaceae": ["Salvia", "Lamium", "Mentha", "Thymus", "Teucrium"],
+    "Fabaceae": ["Trifolium", "Lathyrus", "Vicia", "Lotus", "Genista"],
+    "Orchidaceae": ["Ophrys", "Orchis", "Dactylorhiza", "Epipactis"],
+    "Brassicaceae": ["Cardamine", "Erysimum", "Arabis"],
+    "Apiaceae": ["Daucus", "Heracleum", "Angelica", "Eryngium"],
+    "Betulaceae": ["Betula", "Alnus", "Corylus", "Carpinus"],
+    "Campanulaceae": ["Campanula", "Phyteuma"],
+    "Caryophyllaceae": ["Silene", "Dianthus", "Stellaria"],
+    "Plantaginaceae": ["Veronica", "Plantago", "Digitalis"],
+    "Geraniaceae": ["Geranium", "Erodium"],
+    "Boraginaceae": ["Myosotis", "Echium", "Symphytum"],
+    "Sapindaceae": ["Acer", "Aesculus"],
+}
+EPITHETS = (
+    "vulgaris officinalis sylvestris arvensis montana alba rubra lutea repens pratensis acris minor major "
+    "hirsuta glabra maritima alpina palustris nemorosa canina spinosa dioica media communis tomentosa "
+    "pyrenaica europaea gallica hispanica germanica angustifolia latifolia grandiflora parviflora elegans "
+    "nigra campestris aquatica odorata pubescens petraea robur nana recta erecta verna autumnalis "
+    "procumbens ramosa vesca scabra mollis rotundifolia sativa pendula virgata").split()
+
+
+@dataclass
+class SynthConfig:
+    """Options of the synthetic dataset generator (CLI flags are generated from these fields)."""
+
+    out: str = field(help="output directory or fsspec URI (s3://bucket/prefix); must be empty",
+                     positional=True)
+    species: int = field(8, help=f"number of species (2..{MAX_SPECIES})")
+    images_per_species: int = field(30, help="training images per species, before imbalance")
+    test_per_species: int = field(8, help="held-out test images per species")
+    unseen_per_species: int = field(4, help="images per species in the 'unseen' split (classification demo)")
+    seed: int = field(0, help="random seed; the same seed gives byte-identical output")
+    min_pixels: int = field(200_000, help="smallest image pixel count (the paper: 200K-600K)")
+    max_pixels: int = field(600_000, help="largest image pixel count")
+    min_aspect: float = field(0.5, help="smallest width/height ratio")
+    max_aspect: float = field(2.0, help="largest width/height ratio")
+    imbalance: float = field(0.0, help="long-tail exponent: species k gets ~n*(k+1)^-imbalance train images")
+    quality: int = field(90, help="JPEG quality (1..95)")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first bad value and what is allowed."""
+        checks = [
+            (bool(self.out), "out must be a directory or URI, got an empty string"),
+            (2 <= self.species <= MAX_SPECIES, f"species={self.species}: use 2..{MAX_SPECIES}"),
+            (self.images_per_species >= 1, f"images_per_species={self.images_per_species}: use >= 1"),
+            (self.test_per_species >= 0, f"test_per_species={self.test_per_species}: use >= 0"),
+            (self.unseen_per_species >= 0, f"unseen_per_species={self.unseen_per_species}: use >= 0"),
+            (self.min_pixels >= 1024, f"min_pixels={self.min_pixels}: use >= 1024 so plants stay drawable"),
+            (self.min_pixels <= self.max_pixels,
+             f"min_pixels={self.min_pixels} > max_pixels={self.max_pixels}: swap or widen them"),
+            (self.min_aspect > 0, f"min_aspect={self.min_aspect}: use a ratio > 0"),
+            (self.min_aspect <= self.max_aspect,
+             f"min_aspect={self.min_aspect} > max_aspect={self.max_aspect}: swap them"),
+            (self.imbalance >= 0, f"imbalance={self.imbalance}: use 0 (balanced) or a positive exponent"),
+            (1 <= self.quality <= 95, f"quality={self.quality}: use a JPEG quality in 1..95"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def make_species(n: int, seed: int) -> list[Species]:
+    """Builds ``n`` species sorted by scientific name, deterministic for ``seed``.
+
+    Genera are taken two per family first and get ~3 species each, so genus- and family-level
+    accuracy differ from species-level accuracy.
+
+    Args:
+        n: number of species (2..MAX_SPECIES).
+        seed: random seed.
+
+    Returns:
+        Species sorted by ``name``; index k in this list is label k.
+    """
+    rng = np.random.default_rng([seed, 7])
+    taxa = _pick_taxa(n, rng)
+    perm, offset = rng.permutation(n), rng.random()
+    species = []
+    for (family, genus, epithet), j in zip(taxa, perm):
+        # Neighbours in hue (j, j+1) always differ in shape and usually in texture and petal count.
+        name = f"{genus} {epithet}"
+        species.append(Species(
+            name=name, genus=genus, family=family, taxon_id="", hue=float((offset + j / n) % 1.0),
+            hue2=float((offset + j / n + 0.33 + 0.33 * (j % 2)) % 1.0), saturation=0.7 + 0.13 * float(j % 3),
+            shape=int(j % 4), petals=int(3 + (j * 5) % 7), texture=int((j // 4) % 3)))
+    species.sort(key=lambda s: s.name)
+    return _with_taxon_ids(species)
+
+
+def _pick_taxa(n: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """(family, genus, epithet) for n species: ~3 per genus, genera taken two per family first."""
+    families = list(FLORA)
+    rng.shuffle(families)
+    genera = {f: list(rng.permutation(FLORA[f])) for f in families}
+    order = [(f, g) for f in families for g in genera[f][:2]]
+    order += [(f, g) for f in families for g in genera[f][2:]]
+    chosen = order[:min(len(order), math.ceil(n / 3))]
+    taxa = []
+    for i, (family, genus) in enumerate(chosen):
+        count = n // len(chosen) + (i < n % len(chosen))
+        taxa += [(family, str(genus), str(e)) for e in rng.choice(EPITHETS, size=count, replace=False)]
+    return taxa
+
+
+def _with_taxon_ids(species: list[Species]) -> list[Species]:
+    """Gives each species a GBIF-like numeric taxonID derived from its name (stable across seeds)."""
+    used, out = set(), []
+    for s in species:
+        tid = 1_000_000 + zlib.crc32(s.name.encode()) % 9_000_000
+        while tid in used:  # crc collisions are rare but must not merge two classes
+            tid += 1
+        used.add(tid)
+        out.append(dataclasses.replace(s, taxon_id=str(tid)))
+    return out
+
+
+def image_size(cfg: SynthConfig, rng: np.random.Generator) -> tuple[int, int]:
+    """(width, height) with pixel count uniform in [min_pixels, max_pixels], log-uniform aspect in bounds.
+
+    Args:
+        cfg: the generator config (pixel and aspect bounds).
+        rng: per-image random generator.
+
+    Returns:
+        (width, height) satisfying both bounds after rounding.
+    """
+    lo, hi = math.log(cfg.min_aspect), math.log(cfg.max_aspect)
+    for _ in range(100):  # rounding can leave the bounds when they are tight: draw again
+        pixels, aspect = rng.uniform(cfg.min_pixels, cfg.max_pixels), math.exp(rng.uniform(lo, hi))
+        h = max(1, round(math.sqrt(pixels / aspect)))
+        w = max(1, round(pixels / h))
+        if cfg.min_pixels <= w * h <= cfg.max_pixels and cfg.min_aspect <= w / h <= cfg.max_aspect:
+            return w, h
+    raise ConfigError(f"no integer image size has {cfg.min_pixels}..{cfg.max_pixels} pixels and aspect "
+                      f"{cfg.min_aspect}..{cfg.max_aspect}: widen the pixel or aspect range")
+
+
+def split_counts(cfg: SynthConfig) -> dict[str, list[int]]:
+    """Images per species (label order) for each split; train is long-tailed when imbalance > 0."""
+    n = cfg.images_per_species
+    train = [max(min(2, n), round(n * (k + 1) ** -cfg.imbalance)) for k in range(cfg.species)]
+    return {"train": train, "test": [cfg.test_per_species] * cfg.species,
+            "unseen": [cfg.unseen_per_species] * cfg.species}
+
+
+def _open_out(out: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and root path of OUT, refusing a non-empty destination before any work."""
+    fs, root = fsspec.core.url_to_fs(out)
+    root = root.rstrip("/")
+    if fs.exists(root):
+        if not fs.isdir(root) or fs.ls(root, detail=False):
+            raise ConfigError(f"out={out!r} exists and is not empty: pick an empty or new directory")
+    fs.makedirs(root, exist_ok=True)
+    return fs, root
+
+
+def _write_split(fs, root: str, cfg: SynthConfig, split: str, species: list[Species],
+                 counts: list[int]) -> list[dict]:
+    """Renders and writes one split's images; returns its manifest rows."""
+    rows = []
+    for k, (sp, count) in enumerate(zip(species, counts)):
+        files = {}
+        for i in range(count):
+            # One generator per image, keyed by its identity: output does not depend on write order.
+            rng = np.random.default_rng([cfg.seed, SPLITS.index(split), k, i])
+            tag = str(rng.choice(TAGS, p=TAG_WEIGHTS))
+            w, h = image_size(cfg, rng)
+            buf = io.BytesIO()
+            render_image(sp, tag, (w, h), rng).save(buf, "JPEG", quality=cfg.quality)
+            uri = f"{split}/{sp.name}/{i:06d}.jpg"
+            files[f"{root}/{uri}"] = buf.getvalue()
+            rows.append({"image_uri": uri, "scientificName": sp.name, "genus": sp.genus, "family": sp.family,
+                         "taxonID": sp.taxon_id, "tag": tag, "width": w, "height": h,
+                         "occurrenceID": f"urn:plantray:synth:{cfg.seed}:{split}:{sp.taxon_id}:{i}"})
+        if files:
+            fs.makedirs(f"{root}/{split}/{sp.name}", exist_ok=True)
+            fs.pipe(files)  # one call per directory: s3fs uploads these concurrently
+    return rows
+
+
+def _write_tables(fs, root: str, cfg: SynthConfig, species: list[Species], totals: dict[str, int]) -> None:
+    """labels.csv, README.txt and config.json."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["scientificName", "genus", "family", "taxonID"])
+    writer.writerows([s.name, s.genus, s.family, s.taxon_id] for s in species)
+    fs.pipe_file(f"{root}/labels.csv", text.getvalue().encode())
+    readme = (
+        "plantray synthetic plant dataset\n\n"
+        f"{len(species)} made-up species with real Western European genus and family names, drawn by\n"
+        f"plantray.synth (seed {cfg.seed}). No real photographs: for quickstarts, tests, benchmarks.\n"
+        f"Images: {', '.join(f'{s} {n}' for s, n in totals.items())}.\n"
+        "Layout: <split>/<scientificName>/<NNNNNN>.jpg; <split>.parquet manifests (image_uri relative to\n"
+        "this directory); labels.csv one row per species.\n\n"
+        "Licence: CC0 1.0 (public domain dedication); the images are synthetic.\n")
+    fs.pipe_file(f"{root}/README.txt", readme.encode())
+    fs.pipe_file(f"{root}/config.json", to_json(cfg).encode())
+
+
+def synthesize(cfg: SynthConfig) -> dict:
+    """Writes the synthetic dataset to ``cfg.out``; byte-identical output for the same config.
+
+    Args:
+        cfg: the generator config; ``cfg.out`` must not exist or be an empty directory.
+
+    Returns:
+        A summary: ``out``, ``species`` (count), ``images`` (per split), ``train_counts``
+        (scientificName -> train images, label order), ``manifests`` and ``labels`` (paths relative to out).
+
+    Raises:
+        ConfigError: bad options or a non-empty ``out``.
+    """
+    cfg.validate()
+    counts = split_counts(cfg)
+    image_size(cfg, np.random.default_rng(0))  # impossible size bounds fail before any file is written
+    fs, root = _open_out(cfg.out)
+    species = make_species(cfg.species, cfg.seed)
+    totals = {}
+    for split in SPLITS:
+        rows = _write_split(fs, root, cfg, split, species, counts[split])
+        with fs.open(f"{root}/{split}.parquet", "wb") as f:
+            pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), f)
+        totals[split] = len(rows)
+    _write_tables(fs, root, cfg, species, totals)
+    return {"out": cfg.out, "species": len(species), "images": totals,
+            "train_counts": {s.name: c for s, c in zip(species, counts["train"])},
+            "manifests": {s: f"{s}.parquet" for s in SPLITS}, "labels": "labels.csv"}
