@@ -100,7 +100,7 @@ def ceiling(model_dir: str, batch: int, threads: int, precision: str) -> callabl
 
 def decode_rate(model_dir: str, paths: list[str]) -> float:
     """Images/s of plantray's decode (read + Pillow draft decode + resize + crop) on one core."""
-    from plantray.images.decode import preprocess
+    from plantray.images.loader import preprocess
     from plantray.model.artifact import load_artifact
 
     preset = load_artifact(model_dir).preset

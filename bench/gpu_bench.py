@@ -272,8 +272,8 @@ def compile_child(args) -> None:
 
 def _decode_chunk(args: tuple) -> np.ndarray:
     """Pool worker: plantray's reader + Pillow draft-mode decode, resize, centre crop; uint8 NHWC."""
-    from plantray.images.decode import ImageError, preprocess
-    from plantray.images.loader import read_image
+    from plantray.images.decode import ImageError
+    from plantray.images.loader import preprocess, read_image
 
     paths, preset = args
     out = []
@@ -439,14 +439,14 @@ def stage_train_ceiling(sizes: Sizes, device: torch.device) -> dict:
 def stage_plantray_train(manifest: str, sizes: Sizes, device: torch.device, work: str) -> dict:
     """``plantray train``: 1 worker, ``use_gpu`` when there is a GPU, random init; per-epoch images/s."""
     from plantray.commands.train import TrainConfig, train
-    from plantray.training.curves import read_metrics
 
     out_dir = os.path.join(work, "trained")
     summary = train(TrainConfig(data=manifest, output=out_dir, arch=sizes.arch, init="random",
                                 epochs=sizes.train_epochs, num_workers=1, use_gpu=device.type == "cuda",
                                 image_size=sizes.crop, batch_size=sizes.batch, checkpoint_every=sizes.train_epochs,
                                 overwrite=True))
-    epochs = [round(m["images_per_second"], 1) for m in read_metrics(out_dir)]
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:  # one JSON line per epoch
+        epochs = [round(json.loads(line)["images_per_second"], 1) for line in f if line.strip()]
     return {"model": out_dir, "epochs_images_per_s": epochs, "images_per_s": epochs[-1],
             "seconds": summary["seconds"], "final_accuracy": round(summary["final"].get("accuracy", 0.0), 4)}
 

@@ -41,7 +41,7 @@ def trained_model(work: str, args) -> tuple[str, str]:
 
 
 def test_images(data: str, preset) -> np.ndarray:
-    from plantray.images.decode import preprocess
+    from plantray.images.loader import preprocess
 
     uris = pq.read_table(os.path.join(data, "test.parquet")).column("image_uri").to_pylist()
     return np.stack([preprocess(open(os.path.join(data, u), "rb").read(), preset) for u in uris])

@@ -1,18 +1,36 @@
-"""Column names and Parquet metadata keys: the one home of every name plantray reads or writes."""
+"""Column names and Parquet metadata keys: the one home of every name plantray reads or writes.
+
+README's "Output" table describes each output column.
+"""
 
 from __future__ import annotations
 
-# Columns plantray adds while a row is in flight; never written to outputs.
-SOURCE_COLUMN = "_source"
-IMAGE_URI = "image_uri"
-PIXELS, ERROR = "_pixels", "error"
+# Input columns plantray reads
+IMAGE_URI = "image_uri"  # the image's path or URL, as the user gave it (also the output's row key)
+SCIENTIFIC_NAME = "scientificName"  # the label (training, evaluation) or the prediction (output)
+TAG = "tag"  # organ tag: habit, flower, leaf, bark, fruit, ...
+GENUS, FAMILY, TAXON_ID = "genus", "family", "taxonID"
+GBIF_ID = "gbifID"  # the occurrence key of GBIF downloads (also any archive's core id)
+OCCURRENCE_ID = "occurrenceID"
+
+# Columns that exist only while a row is in flight; never written to outputs
+SOURCE_COLUMN = "_source"  # the resolved URI to read
+PIXELS = "_pixels"  # the loader's decoded view, uint8 bytes
+
+# Prediction columns
+ERROR = "error"  # null when classified, else a reason from plantray.reasons
+CONFIDENCE = "confidence"
+TOPK_NAMES, TOPK_CONFIDENCE = "topk_scientificName", "topk_confidence"
+TAXON_RANK = "taxonRank"
+MODEL_NAME, MODEL_VERSION, MODEL_SHA256 = "model_name", "model_version", "model_sha256"
+PREDICTION_COLUMNS = (SCIENTIFIC_NAME, CONFIDENCE, TOPK_NAMES, TOPK_CONFIDENCE, TAXON_RANK, GENUS, FAMILY,
+                      MODEL_NAME, MODEL_VERSION, MODEL_SHA256)
+# Darwin Core identification terms added to every prediction (plantray.darwincore.terms)
+DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificationRemarks",
+             "identificationVerificationStatus", "identificationType", "kingdom", TAXON_RANK)
 # Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
-RESERVED_COLUMNS = frozenset({
-    "scientificName", "confidence", "topk_scientificName", "topk_confidence", "genus", "family",
-    "identifiedBy", "dateIdentified", "identificationVerificationStatus", "model_name", "model_version",
-    "model_sha256", ERROR, "taxonRank", "identificationID", "identificationRemarks", "identificationType",
-    "kingdom"})
+RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, ERROR})
+
+# Parquet file metadata keys
 CARD_METADATA_KEY = b"plantray.model_card"
 PRECISION_METADATA_KEY = b"plantray.precision"  # what --precision auto resolved to on the actor's node
-DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificationRemarks",
-             "identificationVerificationStatus", "identificationType", "kingdom", "taxonRank")

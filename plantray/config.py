@@ -22,6 +22,43 @@ class ConfigError(ValueError):
     """Bad configuration: raised before any work starts, printed without a traceback by the CLI."""
 
 
+class JobConfig:
+    """Base of every command's config dataclass: fields marked ``required`` are enforced here, once.
+
+    Subclasses that define ``__post_init__`` call ``super().__post_init__()``.
+    """
+
+    def __post_init__(self) -> None:
+        check_required(self)
+
+
+def check_required(cfg: Any) -> None:
+    """Refuses a config whose ``required`` fields are empty, naming the flag.
+
+    Raises:
+        ConfigError: e.g. ``--model is required``.
+    """
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("required") and getattr(cfg, f.name) in (None, "", [], ()):
+            name = f.name.upper() if f.metadata.get("positional") else f.metadata.get("flag") or _flag(f.name)
+            raise ConfigError(f"{name} is required (see --help)")
+
+
+def check(conditions: list[tuple[bool, str]]) -> None:
+    """Raises ConfigError with the message of the first condition that does not hold.
+
+    Args:
+        conditions: (holds, message naming the flag, its value and what is allowed) pairs.
+    """
+    for holds, message in conditions:
+        if not holds:
+            raise ConfigError(message)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def field(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
           positional: bool = False, choices: list | None = None, required: bool = False,
           **kwargs: Any) -> Any:
@@ -55,13 +92,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs: dict[str, Any] = {"help": meta.get("help", ""), "dest": f.name}
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        if meta.get("required"):
-            kwargs["required"] = True
         if meta.get("positional"):
             kwargs.pop("dest")
             parser.add_argument(f.name, type=tp, metavar=f.name.upper(), **kwargs)
             continue
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        if meta.get("required"):
+            kwargs["required"] = True
+        flag = meta.get("flag") or _flag(f.name)
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif is_list:

@@ -225,3 +225,30 @@ def test_rollup_and_occurrence_aggregate(ray_session, tmp_path, model_dir):
     got = dict(zip(occ["g1"]["topk_scientificName"], occ["g1"]["topk_confidence"]))
     for n in SPECIES:
         assert abs(got[n] - mean[n]) < 1e-5
+
+
+def test_http_images_follow_max_bytes_and_the_local_reasons(ray_session, tmp_path, model_dir):
+    # The same bad files served over HTTP by a real server on 127.0.0.1 must give the same reasons as
+    # read locally, --max-bytes included (it once capped only local and object-store reads).
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    expected = {k: v for k, v in _bad_inputs(str(tmp_path / "site")).items() if "://" not in k and os.path.exists(k)}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "site")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        urls = {base + k[len(str(tmp_path / "site")):]: v for k, v in expected.items()}
+        pq.write_table(pa.table({"image_uri": list(urls)}), tmp_path / "m.parquet")
+        out = str(tmp_path / "out")
+        classify(ClassifyConfig(model=model_dir, input=str(tmp_path / "m.parquet"), output=out, max_bytes=200_000))
+    finally:
+        server.shutdown()
+        server.server_close()
+    got = dict(zip(*read_output(out).select(["image_uri", "error"]).to_pydict().values()))
+    assert got == urls

@@ -11,7 +11,7 @@ import pytest
 
 from plantray.darwincore.occurrences import aggregate_occurrences
 from plantray.darwincore.terms import dwc_columns, identification_id, identification_remarks
-from plantray.inference.rollup import rollup
+from plantray.inference.ranking import rollup
 
 SPECIES = ["Quercus robur", "Quercus petraea", "Acer campestre", "Acer platanoides", "Rosa canina",
            "Fagus sylvatica"]

@@ -82,7 +82,7 @@ def test_label_filter_threshold(tmp_path, counted_model):
     (dict(test=["a b={data}"]), "NAME=DATA"),
     (dict(test=["t={data}", "t={data}"]), "unique"),
     (dict(test=["t=/no/such/test.parquet"]), "does not exist"),
-    (dict(top_k="1,x"), "--top-k"),
+    (dict(top_k=0), "--top-k"),
     (dict(model="/no/such/model"), "not a plantray model"),
 ])
 def test_bad_configuration(tmp_path, counted_model, change, message):
@@ -124,7 +124,7 @@ def test_filtered_rows_and_unreadable_images_on_ray(tmp_path, counted_model, ray
 
 def _train_tiny(train_manifest: str, labels: Labels, steps: int = 40):
     """A few Adam steps of resnet18 on 32-px centre crops (a stand-in for ``plantray train``)."""
-    from plantray.images.decode import preprocess
+    from plantray.images.loader import preprocess
     from plantray.model.network import normalize
 
     table = pq.read_table(train_manifest)
@@ -176,7 +176,7 @@ def test_end_to_end_ten_crop_two_sets_two_models(tmp_path, ray_session):
     report = json.loads((out / "report.json").read_text())
     assert {(e["model"], e["test_set"]) for e in report["results"]} == {
         (m, t) for m in ("trained", "random") for t in ("test", "unseen")}
-    assert json.loads((out / "config.json").read_text())["tta"] == "ten-crop"
+    assert json.loads((out / "_plantray_run.json").read_text())["config"]["tta"] == "ten-crop"
     md = (out / "report.md").read_text()
     assert "trained Top-1" in md and "random Top-5" in md and "| unseen |" in md
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

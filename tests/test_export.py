@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+import zipfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,7 +91,8 @@ def test_export_round_trip(tmp_path):
     summary = export_dwca(ExportConfig(preds, out))
     assert summary == {"out": out, "occurrences": 2, "identifications": 3, "skipped_errors": 2}
     check_archive(out, rows)
-    assert os.path.exists(out + ".json")
+    with zipfile.ZipFile(out) as zf:  # the run record travels inside the archive
+        assert json.loads(zf.read("_plantray_run.json"))["summary"] == summary
 
 
 def test_export_cli_and_overwrite(tmp_path, capsys):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plantray.images.decode import ImageError, center_crop, open_image, preprocess, resize_shorter
+from plantray.images.decode import ImageError, center_crop, open_image, resize_shorter
+from plantray.images.loader import preprocess
 from plantray.images.presets import EvalPreset
 from tests.helpers import jpeg_bytes
 

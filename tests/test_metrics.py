@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from plantray.evaluation import metrics
+from plantray.inference.ranking import top_k_indices
 
 NAMES = ["A", "B", "C", "D", "E", "F"]
 GENUS = {"A": "G1", "B": "G1", "C": "G2", "D": "G2", "E": "G3", "F": "G3"}
@@ -24,13 +25,13 @@ TAGS = ["flower", "leaf", "flower", "habit", "leaf", None]
 
 
 def _ranked() -> np.ndarray:
-    idx = metrics.top_k_indices(PROBS, 5)
+    idx = top_k_indices(PROBS, 5)
     return np.array(NAMES, dtype=object)[idx]
 
 
 def test_top_k_indices_orders_by_probability():
-    assert metrics.top_k_indices(PROBS, 3)[1].tolist() == [1, 2, 3]
-    assert metrics.top_k_indices(PROBS, 10).shape == (6, 6)  # clamped to the classes
+    assert top_k_indices(PROBS, 3)[1].tolist() == [1, 2, 3]
+    assert top_k_indices(PROBS, 10).shape == (6, 6)  # clamped to the classes
 
 
 def test_score_matches_hand_computation():

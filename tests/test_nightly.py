@@ -94,7 +94,7 @@ def test_incremental_runs_model_change_and_noop(ray_session, tmp_path, models):
     inp2, uris2 = _manifest(tmp_path, 8, "day2")
     s2 = nightly(_cfg(m1, inp2, table, "day2"))
     assert (s2["counts"]["new"], s2["counts"]["skipped_done"], s2["commit_seq"]) == (3, 5, 2)
-    manifest = json.loads(open(os.path.join(table, "_runs", "day2.json")).read())
+    manifest = json.loads(open(os.path.join(table, "_runs", "day2", "_plantray_run.json")).read())["summary"]
     assert manifest["counts"]["new"] == 3 and manifest["model"]["sha256"] == sha1
     rows = _committed(table)
     assert sorted(rows.column("image_uri").to_pylist()) == sorted(uris2)  # N+M rows, no duplicates
@@ -142,7 +142,7 @@ def test_crash_before_commit_leaves_table_unchanged(ray_session, tmp_path, model
     assert len(staged) == 1 and os.listdir(os.path.join(table, "data", "day2", staged[0]))
     assert _snapshot(table) == before
     assert sorted(map(str, _latest_rows(table))) == latest_before
-    assert not os.path.exists(os.path.join(table, "_runs", "day2.json"))
+    assert not os.path.exists(os.path.join(table, "_runs", "day2"))
 
     # The retry completes the run and collects the dead attempt's files.
     monkeypatch.undo()
@@ -196,7 +196,8 @@ def test_s3_table_incremental(ray_session, s3, tmp_path, models):
     files = tbl.committed_files(table)
     rows = pa.concat_tables([pq.read_table(s3.open(f.removeprefix("s3://"), "rb")) for f in files])
     assert sorted(rows.column("image_uri").to_pylist()) == sorted(uris2)
-    assert json.loads(s3.cat("plantray-test/nightly-table/_runs/day2.json"))["counts"]["new"] == 2
+    record = json.loads(s3.cat("plantray-test/nightly-table/_runs/day2/_plantray_run.json"))
+    assert record["summary"]["counts"]["new"] == 2
     assert nightly(_cfg(models["m1"], inp2, table, "day2"))["status"] == "noop"
 
 

@@ -43,7 +43,7 @@ def manifest(root: Path, split: str):
 
 def test_layout_and_manifest_columns(dataset):
     root, cfg, summary = dataset
-    for name in [f"{s}.parquet" for s in SPLITS] + ["labels.csv", "README.txt", "config.json"]:
+    for name in [f"{s}.parquet" for s in SPLITS] + ["labels.csv", "README.txt", "_plantray_run.json"]:
         assert (root / name).is_file(), name
     assert "CC0" in (root / "README.txt").read_text()
     for split in SPLITS:

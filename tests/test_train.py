@@ -19,9 +19,10 @@ import pytest
 from plantray.cli import main
 from plantray.commands.synth import SynthConfig
 from plantray.commands.train import TrainConfig, train
-from plantray.inference.planner import scaling
+from plantray.inference.planner import Resources, train_scaling
 from plantray.synth.dataset import synthesize
 from plantray.training.loop import build_optimizer, load_checkpoint, save_checkpoint
+from plantray.training.run import FAIL_AFTER_EPOCH_ENV
 
 SPECIES = 4
 
@@ -56,8 +57,10 @@ def read_jsonl(path):
 @pytest.mark.parametrize("workers, reserved, threads", [(1, 1.0, 2), (2, 0.5, 1), (3, 1 / 3, 1)])
 def test_cpu_workers_reserve_part_and_thread_their_share(data, tmp_path, ray_session, workers, reserved, threads):
     # The session's Ray has 2 CPUs: 1 stays unreserved for Ray Data; threads split both CPUs.
-    config, worker_threads = scaling(tiny(data, tmp_path / "m", num_workers=workers))
-    assert config.num_workers == workers and config.resources_per_worker["CPU"] == pytest.approx(reserved)
+    cfg = tiny(data, tmp_path / "m", num_workers=workers)
+    per_worker, worker_threads = train_scaling(cfg.num_workers, cfg.use_gpu, cfg.cpus_per_worker,
+                                               Resources.of_cluster())
+    assert per_worker == pytest.approx(reserved)
     assert worker_threads == threads
 
 
@@ -98,10 +101,11 @@ def test_trains_and_classifies_held_out_images(data, tmp_path, ray_session):
 
 
 @pytest.mark.slow
-def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp_path, ray_session, s3):
+def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp_path, ray_session, s3, monkeypatch):
     out = tmp_path / "model"
     storage = f"s3://plantray-test/runs-{uuid.uuid4().hex[:8]}"
-    cfg = tiny(data, out, data=str(data / "train"), epochs=3, fail_after_epoch=1, max_failures=1,
+    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")  # worker 0 fails once after epoch 1
+    cfg = tiny(data, out, data=str(data / "train"), epochs=3, max_failures=1,
                storage=storage, name="resumable", val=str(data / "test.parquet"))
     summary = train(cfg)
     history = read_jsonl(out / "metrics.jsonl")
@@ -115,7 +119,8 @@ def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp
     assert all(m["val_images"] == SPECIES * 8 and 0 <= m["val_accuracy"] <= 1 for m in history)
     sha = json.loads((out / "model_card.json").read_text())["weights"]["sha256"]
     # Same --name again after completion: nothing is retrained, the same weights are written.
-    again = train(TrainConfig(**{**cfg.__dict__, "fail_after_epoch": None}))
+    monkeypatch.delenv(FAIL_AFTER_EPOCH_ENV)
+    again = train(TrainConfig(**cfg.__dict__))
     assert again["epochs_run_now"] == 0 and again["epochs"] == 3
     assert read_jsonl(out / "metrics.jsonl") == history
     assert json.loads((out / "model_card.json").read_text())["weights"]["sha256"] == sha

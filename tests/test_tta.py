@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from plantray.images import crops as tta
-from plantray.images.decode import preprocess
+from plantray.images.loader import LoadOptions, load_batch, preprocess
 from plantray.images.presets import EvalPreset
 from plantray.inference.predictor import CropPredictor
 from plantray.model.artifact import load_artifact, make_card, save_artifact
@@ -100,7 +100,7 @@ def test_averaged_prediction_equals_mean_of_single_crops(tmp_path, tiny_model, m
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     table = pa.table({"image_uri": paths, "_source": paths, "scientificName": ["Rosa canina"] * 3,
                       "genus": [None] * 3, "family": [None] * 3})
-    cropped = tta.crop_batch(table, PRESET, mode, seed=4, max_bytes=10**6)
+    cropped = load_batch(table, tta.CropView(PRESET, mode, seed=4), LoadOptions(max_bytes=10**6))
     assert cropped.column("error").to_pylist() == [None, None, "not an image"]
 
     out = CropPredictor(tiny_model, "m", crops=10, ks=(1, 2)).__call__(cropped)

@@ -1,33 +1,22 @@
 """``plantray classify``: stream images through the model actors into a Parquet dataset.
 
-Input (manifest, Darwin Core Archive or image tree; local or object storage) -> CPU decode tasks ->
-model actor pool (one GPU each when present) -> Parquet files sized for downstream engines. Exactly
-one output row per input image, failures included.
+Input (manifest, Darwin Core Archive or image tree; local or object storage) -> the loader's CPU tasks
+-> model actor pool (one GPU each when present) -> Parquet files sized for downstream engines. Exactly
+one output row per input image, failures included. Heavy modules (torch, Ray) are imported inside the
+functions, so ``plantray --help`` stays instant.
 """
 
 from __future__ import annotations
 
-import collections
-import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass
 
-import pyarrow.dataset as pads
-
-from plantray import storage
-from plantray.cluster import ensure_ray
-from plantray.columns import ERROR, PRECISION_METADATA_KEY, RESERVED_COLUMNS
-from plantray.commands.options import InferenceOptions
-from plantray.config import ConfigError, field, to_json
-from plantray.inference.pipeline import predict_stages
-from plantray.inference.planner import Plan, plan_inference
-from plantray.model.artifact import load_artifact
-from plantray.sources import detect_input, read_input
+from plantray.commands.options import InferenceOptions, check_model_options, identifications
+from plantray.commands.record import utc_now, write_run_record
+from plantray.config import ConfigError, check, field
 
 log = logging.getLogger(__name__)
-RUN_FILE = "_plantray_run.json"
 
 
 @dataclass
@@ -41,20 +30,18 @@ class ClassifyConfig(InferenceOptions):
 
 
 def validate(cfg: ClassifyConfig):
-    """Checks everything that can be checked before work starts. Returns (artifact, input kind).
+    """Checks everything that can be checked before Ray starts. Returns (artifact, input kind).
 
     Raises:
         ConfigError: naming the bad value and the fix.
     """
-    for name in ("model", "input", "output"):
-        if not getattr(cfg, name):
-            raise ConfigError(f"--{name} is required")
-    if cfg.top_k < 1 or cfg.decode_batch_size < 1 or cfg.rows_per_file < 1:
-        raise ConfigError("--top-k, --decode-batch-size and --rows-per-file must be >= 1")
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ConfigError(f"--batch-size {cfg.batch_size} must be >= 1")
-    if not 0.0 <= cfg.rollup_threshold < 1.0:
-        raise ConfigError(f"--rollup-threshold {cfg.rollup_threshold} must be in [0, 1)")
+    from plantray import storage
+    from plantray.model.artifact import load_artifact
+    from plantray.sources import detect_input
+
+    check_model_options(cfg)
+    check([(cfg.rows_per_file >= 1, f"--rows-per-file {cfg.rows_per_file} must be >= 1"),
+           (0.0 <= cfg.rollup_threshold < 1.0, f"--rollup-threshold {cfg.rollup_threshold} must be in [0, 1)")])
     artifact = load_artifact(cfg.model)
     kind = detect_input(cfg.input)
     if storage.holds_data(cfg.output) and not cfg.overwrite:
@@ -66,57 +53,43 @@ def validate(cfg: ClassifyConfig):
     return artifact, kind
 
 
-def build_pipeline(cfg: ClassifyConfig, artifact, kind, plan: Plan, now_iso: str):
-    """The lazy Ray Dataset of predictions (nothing runs until it is written) and input statistics."""
-    ds, input_stats = read_input(kind, reserved=RESERVED_COLUMNS)
-    return predict_stages(ds, cfg, artifact, plan, now_iso), input_stats
-
-
-def summarize(output: str, seconds: float) -> dict:
-    """Counts rows and failures by reason by scanning only the ``error`` column of the output, and
-    reads the precision the model actors ran in from the files' footers."""
-    fs, path = storage.arrow_fs(output)
-    dataset = pads.dataset(path, filesystem=fs, format="parquet")
-    reasons: collections.Counter = collections.Counter()
-    rows = 0
-    for batch in dataset.to_batches(columns=[ERROR]):
-        rows += batch.num_rows
-        reasons.update(v for v in batch.column(0).to_pylist() if v is not None)
-    files = len(dataset.files)
-    precision = {(f.physical_schema.metadata or {}).get(PRECISION_METADATA_KEY, b"").decode()
-                 for f in dataset.get_fragments()} - {""}
-    return {"images": rows, "classified": rows - sum(reasons.values()), "failed": sum(reasons.values()),
-            "failures_by_reason": dict(reasons.most_common()), "files": files, "seconds": round(seconds, 2),
-            "images_per_second": round(rows / seconds, 2) if seconds > 0 else None,
-            "precision": ",".join(sorted(precision)) or None}
-
-
 def classify(cfg: ClassifyConfig) -> dict:
-    """Runs ``plantray classify``; returns the closing summary (also written to OUTPUT/_plantray_run.json).
+    """Runs ``plantray classify``; returns the closing summary (also in OUTPUT/_plantray_run.json).
 
     Raises:
         ConfigError: bad model, input or output, before any work starts.
     """
+    from plantray import storage
+    from plantray.cluster import ensure_ray
+    from plantray.columns import RESERVED_COLUMNS
+    from plantray.inference.outputs import summarize, write_predictions
+    from plantray.inference.planner import Resources, plan_inference
+    from plantray.sources import read_input
+
     artifact, kind = validate(cfg)
-    ensure_ray()
-    plan = plan_inference(cfg)
+    ensure_ray(cfg.dashboard)
+    plan = plan_inference(cfg, Resources.of_cluster())
     log.info("classify plan: %s", plan)
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    started = utc_now()
     if cfg.overwrite:
         storage.remove(cfg.output)
     start = time.perf_counter()
-    ds, input_stats = build_pipeline(cfg, artifact, kind, plan, now)
-    fs, path = storage.arrow_fs(cfg.output)
-    ds.write_parquet(path, filesystem=fs, min_rows_per_file=cfg.rows_per_file,
-                     arrow_parquet_args_fn=lambda: {"compression": "zstd"})
+    ds, input_stats = read_input(kind, reserved=RESERVED_COLUMNS)
+    write_predictions(identifications(ds, cfg, artifact, plan, started), cfg.output, cfg.rows_per_file)
     summary = summarize(cfg.output, time.perf_counter() - start)
     summary.update(model=cfg.model, model_sha256=artifact.sha256, input=cfg.input, output=cfg.output,
                    plan=plan.__dict__, input_stats=input_stats)
     if cfg.aggregate == "occurrence":
         summary["occurrences"] = aggregate(cfg)
-    storage.write_bytes(storage.join(cfg.output, RUN_FILE),
-                    json.dumps({"config": json.loads(to_json(cfg)), "summary": summary}, indent=2).encode())
+    write_run_record(cfg.output, "classify", cfg, summary, started)
     return summary
+
+
+def aggregate(cfg: ClassifyConfig) -> dict:
+    """Writes the per-occurrence table next to OUTPUT (``<output>_occurrences``)."""
+    from plantray.darwincore.occurrences import aggregate_occurrences
+
+    return aggregate_occurrences(cfg.output, cfg.output.rstrip("/") + "_occurrences", top_k=cfg.top_k)
 
 
 def format_summary(summary: dict) -> str:
@@ -129,13 +102,6 @@ def format_summary(summary: dict) -> str:
     for reason, count in summary.get("input_stats", {}).get("skipped", {}).items():
         lines.append(f"  skipped in input: {count:>8}  {reason}")
     return "\n".join(lines)
-
-
-def aggregate(cfg) -> dict:
-    """Writes the per-occurrence table next to OUTPUT (``<output>_occurrences``)."""
-    from plantray.darwincore.occurrences import aggregate_occurrences
-
-    return aggregate_occurrences(cfg.output, cfg.output.rstrip("/") + "_occurrences", top_k=cfg.top_k)
 
 
 CONFIG = ClassifyConfig

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plantray import storage
-from plantray.config import ConfigError, field
-from plantray.images.presets import EvalPreset
-from plantray.model.artifact import make_card, save_artifact
-from plantray.model.labels import read_labels
-from plantray.model.network import build_model
+from plantray.commands.record import utc_now, write_run_record
+from plantray.config import ConfigError, JobConfig, field
 
 
 @dataclass
-class ModelCreateConfig:
+class ModelCreateConfig(JobConfig):
     """Settings of ``plantray model create``."""
 
-    out: str = field("", positional=True, help="model directory to write (local or s3://...)")
+    out: str = field("", positional=True, required=True, help="model directory to write (local or s3://...)")
     labels: str = field("", required=True, help="CSV with scientificName (genus, family, taxonID optional) "
                         "or a text file with one name per line")
     arch: str = field("resnet50", help="torchvision classification architecture")
@@ -28,21 +24,28 @@ class ModelCreateConfig:
 
 
 def create_model(cfg: ModelCreateConfig) -> dict:
-    """Builds and saves a model; returns its card.
+    """Builds and saves a model; returns its card (the run record goes beside it).
 
     Raises:
         ConfigError: unreadable labels, unknown architecture, unavailable weights, existing OUT.
     """
-    if not cfg.out:
-        raise ConfigError("model create needs an OUT directory")
+    from plantray import storage
+    from plantray.images.presets import EvalPreset
+    from plantray.model.artifact import make_card, save_artifact
+    from plantray.model.labels import read_labels
+    from plantray.model.network import build_model
+
     if storage.holds_data(cfg.out) and not cfg.overwrite:
         raise ConfigError(f"{cfg.out!r} already holds data; choose a new directory or pass --overwrite")
+    started = utc_now()
     labels = read_labels(cfg.labels)
     model, provenance = build_model(cfg.arch, len(labels), cfg.weights)
     preset = EvalPreset(crop_size=cfg.image_size, resize_size=round(cfg.image_size * 256 / 224))
     card = make_card(cfg.arch, labels, preset, provenance, cfg.name, cfg.version,
                      training=None, labels_source=cfg.labels)
-    return save_artifact(cfg.out, model, labels, card)
+    card = save_artifact(cfg.out, model, labels, card)
+    write_run_record(cfg.out, "model create", cfg, {"model": cfg.out, "sha256": card["weights"]["sha256"]}, started)
+    return card
 
 
 CONFIG = ModelCreateConfig

@@ -23,31 +23,17 @@ Semantics:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 import time
 from dataclasses import dataclass
 
-import pyarrow as pa
-import ray
-
-from plantray import storage
-from plantray.cluster import ensure_ray
-from plantray.columns import ERROR, RESERVED_COLUMNS
-from plantray.commands.classify import summarize
-from plantray.commands.options import InferenceOptions
-from plantray.config import ConfigError, field, to_json
-from plantray.inference.pipeline import predict_stages
-from plantray.inference.planner import Plan, plan_inference
-from plantray.model.artifact import load_artifact
-from plantray.sources import InputKind, detect_input, read_input
-from plantray.sources.manifest import _manifest_columns
-from plantray.storage import table as tbl
+from plantray.commands.options import InferenceOptions, check_model_options, identifications
+from plantray.commands.record import utc_now, write_run_record
+from plantray.config import ConfigError, check, field
 
 log = logging.getLogger(__name__)
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_COMMIT_TRIES = 3
 
 
 @dataclass
@@ -71,14 +57,15 @@ def validate(cfg: NightlyConfig) -> tuple:
     Raises:
         ConfigError: naming the bad value and the fix.
     """
-    for name in ("model", "input", "table"):
-        if not getattr(cfg, name):
-            raise ConfigError(f"--{name} is required")
-    if cfg.run_id is not None and not _RUN_ID.match(cfg.run_id):
-        raise ConfigError(f"--run-id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (at most 128)")
-    if min(cfg.top_k, cfg.decode_batch_size, cfg.rows_per_file, cfg.join_partitions) < 1 or cfg.stale_hours < 0:
-        raise ConfigError("--top-k, --decode-batch-size, --rows-per-file, --join-partitions must be >= 1 and "
-                          "--stale-hours >= 0")
+    from plantray.model.artifact import load_artifact
+    from plantray.sources import detect_input
+    from plantray.storage import table as tbl
+
+    check_model_options(cfg)
+    check([(cfg.run_id is None or bool(_RUN_ID.match(cfg.run_id)),
+            f"--run-id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (at most 128)"),
+           (cfg.rows_per_file >= 1 and cfg.join_partitions >= 1, "--rows-per-file and --join-partitions must be >= 1"),
+           (cfg.stale_hours >= 0, f"--stale-hours {cfg.stale_hours} must be >= 0")])
     since = None
     if cfg.since:
         try:
@@ -92,8 +79,10 @@ def validate(cfg: NightlyConfig) -> tuple:
     return artifact, detect_input(cfg.input), since
 
 
-def key_columns(kind: InputKind, ds: ray.data.Dataset) -> list[str]:
+def key_columns(kind, ds) -> list[str]:
     """``["gbifID", "image_uri"]`` when the input has gbifID, else ``["image_uri"]``."""
+    from plantray.sources.manifest import _manifest_columns
+
     if kind.kind == "manifest":
         names = _manifest_columns(kind.uri)
     elif kind.kind == "images":
@@ -103,96 +92,23 @@ def key_columns(kind: InputKind, ds: ray.data.Dataset) -> list[str]:
     return ["gbifID", "image_uri"] if "gbifID" in names else ["image_uri"]
 
 
-def _committed_at(entry: dict) -> dt.datetime:
-    return dt.datetime.fromisoformat(entry["committed_at"].replace("Z", "+00:00"))
+def _with_run_id(batch, run_id: str):
+    import pyarrow as pa
 
+    from plantray.storage.table import KEY
 
-def done_entries(entries: list[dict], sha: str, full: bool, since: dt.datetime | None) -> list[dict]:
-    """The committed entries whose rows count as already predicted by the model with weights ``sha``."""
-    if full:
-        return []
-    return [e for e in entries if e["model_sha256"] == sha and (since is None or _committed_at(e) >= since)]
-
-
-def _done_keys(batch: pa.Table, columns: list[str], retry_failed: bool) -> pa.Table:
-    if retry_failed:
-        batch = batch.filter(batch.column(ERROR).is_null())
-    return pa.table({tbl.KEY: tbl.key_array(batch, columns)})
-
-
-def todo(ds: ray.data.Dataset, cfg: NightlyConfig, columns: list[str], done: list[dict]) -> ray.data.Dataset:
-    """Input rows (with ``_key``) not yet predicted: a distributed left-anti join, nothing collected."""
-    ds = ds.map_batches(lambda b: b.append_column(tbl.KEY, tbl.key_array(b, columns)), batch_format="pyarrow",
-                        zero_copy_batch=True)
-    keys = tbl.read_entries(cfg.table, done, columns=[*columns, ERROR])
-    if keys is None:
-        return ds
-    keys = keys.map_batches(_done_keys, fn_args=(columns, cfg.retry_failed), batch_format="pyarrow")
-    # Materialised (in the object store, spilling to disk; metadata only, no pixels) before the model stage:
-    # the join's shuffle tasks take a whole CPU each and, streamed into the actor pool, could wait forever
-    # for CPUs the model actors hold.
-    return ds.join(keys, "left_anti", num_partitions=cfg.join_partitions, on=(tbl.KEY,)).materialize()
-
-
-def _finish(batch: pa.Table, run_id: str) -> pa.Table:
-    return batch.drop_columns([tbl.KEY]).append_column("run_id", pa.array([run_id] * batch.num_rows, pa.string()))
-
-
-def predictions(ds: ray.data.Dataset, cfg: NightlyConfig, artifact, plan: Plan, now: str,
-                run_id: str) -> ray.data.Dataset:
-    """The classify pipeline (decode tasks -> model actors) over ``ds``, plus a ``run_id`` column."""
-    ds = predict_stages(ds, cfg, artifact, plan, now)
-    return ds.map_batches(_finish, fn_args=(run_id,), batch_format="pyarrow", zero_copy_batch=True)
+    return batch.drop_columns([KEY]).append_column("run_id", pa.array([run_id] * batch.num_rows, pa.string()))
 
 
 def _before_commit(entry: dict) -> None:
     """Seam for fault-injection tests (a run dying between writing its files and committing them)."""
 
 
-def _overlap(cfg: NightlyConfig, staged: list[str], newcomers: list[dict], columns: list[str]) -> tuple[int, int]:
-    """(rows of this attempt, of which keys also in ``newcomers`` with the same model), by a semi-join."""
-    mine = tbl.read_entries(cfg.table, [{"seq": 0, "files": staged}], columns=columns)
-    if mine is None:
-        return 0, 0
-    mine = mine.map_batches(lambda b: pa.table({tbl.KEY: tbl.key_array(b, columns)}), batch_format="pyarrow")
-    theirs = tbl.read_entries(cfg.table, newcomers, columns=columns)
-    if theirs is None:
-        return mine.count(), 0
-    theirs = theirs.map_batches(lambda b: pa.table({tbl.KEY: tbl.key_array(b, columns)}), batch_format="pyarrow")
-    both = mine.join(theirs, "left_semi", num_partitions=cfg.join_partitions, on=(tbl.KEY,))
-    return mine.count(), both.count()
-
-
-def commit_attempt(cfg: NightlyConfig, entry: dict, planned: list[dict]) -> tuple[str, dict | None]:
-    """Commits ``entry`` after the log ``planned`` against, re-checking on races.
-
-    Returns:
-        ("committed", entry) or ("noop", the entry that already covers this run).
-    Raises:
-        CommitConflict: another run committed some (not all) of this run's keys first.
-    """
-    seen = planned
-    for _ in range(_COMMIT_TRIES):
-        try:
-            return "committed", tbl.commit(cfg.table, tbl.next_seq(seen), entry)
-        except tbl.CommitConflict:
-            now = tbl.read_log(cfg.table)
-        if (mine := tbl.find_run(now, entry["run_id"])) is not None:
-            return "noop", mine
-        newcomers = [e for e in now[len(seen):] if e["model_sha256"] == entry["model_sha256"]]
-        rows, shared = _overlap(cfg, entry["files"], newcomers, entry["key"])
-        if rows and shared == rows:
-            return "noop", newcomers[-1]
-        if shared:
-            raise tbl.CommitConflict(f"runs {[e['run_id'] for e in newcomers]} committed {shared} of the "
-                                     f"{rows} images of run {entry['run_id']} first; nothing was committed, "
-                                     "run again to classify the rest")
-        seen = now
-    raise tbl.CommitConflict(f"run {entry['run_id']}: the log kept moving; nothing was committed, run again")
-
-
 def _counts(cfg: NightlyConfig, run_id: str, attempt: str, input_rows: int, seconds: float) -> dict:
     """Rows written by this attempt (scanning only the ``error`` column) and rows skipped as done."""
+    from plantray.inference.outputs import summarize
+    from plantray.storage import table as tbl
+
     files = tbl.attempt_files(cfg.table, run_id, attempt)
     stats = summarize(tbl.attempt_dir(cfg.table, run_id, attempt), seconds) if files else {
         "images": 0, "classified": 0, "failed": 0, "failures_by_reason": {}}
@@ -202,7 +118,10 @@ def _counts(cfg: NightlyConfig, run_id: str, attempt: str, input_rows: int, seco
 
 
 def _manifest(cfg: NightlyConfig, artifact, run_id: str, attempt: str, counts: dict, committed: dict | None,
-              status: str, timings: dict, collected: list[str]) -> dict:
+              status: str, timings: dict, collected: list[str], started: str) -> dict:
+    from plantray import storage
+    from plantray.storage import table as tbl
+
     files = counts.pop("files")
     summary = {"run_id": run_id, "status": status, "attempt": attempt,
                "commit_seq": committed["seq"] if committed else None,
@@ -210,21 +129,26 @@ def _manifest(cfg: NightlyConfig, artifact, run_id: str, attempt: str, counts: d
                          "version": artifact.card["version"]},
                "input": cfg.input, "table": cfg.table, "counts": counts, "files": len(files),
                "timings": {k: round(v, 2) for k, v in timings.items()}, "garbage_collected": collected}
-    storage.write_bytes(storage.join(cfg.table, tbl.RUNS, f"{run_id}.json"),
-                    json.dumps({**summary, "config": json.loads(to_json(cfg))}, indent=2).encode())
+    write_run_record(storage.join(cfg.table, tbl.RUNS, run_id), "nightly", cfg, summary, started)
     return summary
 
 
 def nightly(cfg: NightlyConfig) -> dict:
-    """Runs ``plantray nightly``; returns the run manifest (also written to ``TABLE/_runs/<run_id>.json``).
+    """Runs ``plantray nightly``; returns the run's summary (also in ``TABLE/_runs/<run_id>/_plantray_run.json``).
 
     Raises:
         ConfigError: bad model, input, table or flags, before any work starts.
         CommitConflict: a concurrent run committed part of this run's images first (nothing committed).
     """
+    from plantray.cluster import ensure_ray
+    from plantray.columns import RESERVED_COLUMNS
+    from plantray.inference.planner import Resources, plan_inference
+    from plantray.sources import read_input
+    from plantray.storage import table as tbl
+
     artifact, kind, since = validate(cfg)
     run_id = cfg.run_id or "nightly-" + dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    ensure_ray()
+    ensure_ray(cfg.dashboard)
     entries = tbl.read_log(cfg.table)
     if (prior := tbl.find_run(entries, run_id)) is not None:
         log.info("run %s already committed as log entry %d: nothing to do", run_id, prior["seq"])
@@ -234,7 +158,7 @@ def nightly(cfg: NightlyConfig) -> dict:
     if entries and entries[-1]["key"] != columns:
         raise ConfigError(f"table {cfg.table!r} is keyed by {entries[-1]['key']} but input {cfg.input!r} gives "
                           f"{columns}; use an input with the same identifier columns or a new --table")
-    plan = plan_inference(cfg)
+    plan = plan_inference(cfg, Resources.of_cluster())
     collected = tbl.collect_garbage(cfg.table, entries, cfg.stale_hours * 3600)
     attempt = tbl.begin_attempt(cfg.table, run_id)
     try:
@@ -246,14 +170,16 @@ def nightly(cfg: NightlyConfig) -> dict:
 
 
 def _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, collected) -> dict:
-    timings, start = {}, time.perf_counter()
+    from plantray.inference.incremental import commit_attempt, done_entries, todo
+    from plantray.inference.outputs import write_predictions
+    from plantray.storage import table as tbl
+
+    timings, start, started = {}, time.perf_counter(), utc_now()
     done = done_entries(entries, artifact.sha256, cfg.full, since)
-    rows = todo(ds, cfg, columns, done)
-    out = tbl.attempt_dir(cfg.table, run_id, attempt)
-    fs, path = storage.arrow_fs(out)
-    predictions(rows, cfg, artifact, plan, tbl.utc_now(), run_id).write_parquet(
-        path, filesystem=fs, min_rows_per_file=cfg.rows_per_file,
-        arrow_parquet_args_fn=lambda: {"compression": "zstd"})
+    rows = todo(ds, cfg.table, columns, done, cfg.retry_failed, cfg.join_partitions)
+    preds = identifications(rows, cfg, artifact, plan, started)
+    preds = preds.map_batches(_with_run_id, fn_args=(run_id,), batch_format="pyarrow", zero_copy_batch=True)
+    write_predictions(preds, tbl.attempt_dir(cfg.table, run_id, attempt), cfg.rows_per_file)
     timings["classify_s"] = time.perf_counter() - start
     counts = _counts(cfg, run_id, attempt, ds.count(), timings["classify_s"])
     entry = {"run_id": run_id, "attempt": attempt, "model_uri": cfg.model, "model_sha256": artifact.sha256,
@@ -261,13 +187,13 @@ def _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, coll
              "input": cfg.input}
     _before_commit(entry)
     start = time.perf_counter()
-    status, committed = commit_attempt(cfg, entry, entries)
+    status, committed = commit_attempt(cfg.table, entry, entries, cfg.join_partitions)
     timings["commit_s"] = time.perf_counter() - start
     tbl.end_attempt(cfg.table, run_id, attempt, keep_data=status == "committed")
     if status == "noop":
         log.info("run %s: its images were committed by run %s meanwhile", run_id, committed["run_id"])
         return {"run_id": run_id, "status": "noop", "commit_seq": committed["seq"], "table": cfg.table}
-    return _manifest(cfg, artifact, run_id, attempt, counts, committed, status, timings, collected)
+    return _manifest(cfg, artifact, run_id, attempt, counts, committed, status, timings, collected, started)
 
 
 def format_summary(summary: dict) -> str:

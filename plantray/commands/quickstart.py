@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from plantray import storage
+from plantray.commands.options import RayOptions
+from plantray.commands.record import utc_now, write_run_record
 from plantray.config import ConfigError, field
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class QuickstartConfig:
+class QuickstartConfig(RayOptions):
     """Settings of ``plantray quickstart``."""
 
     out: str = field("quickstart", help="directory for every output (replaced if it exists)")
@@ -33,20 +34,21 @@ class QuickstartConfig:
 
 def quickstart(cfg: QuickstartConfig) -> dict:
     """Runs synth -> train -> evaluate -> classify under ``cfg.out``; returns the output locations."""
+    from plantray import storage
     from plantray.cluster import ensure_ray
     from plantray.commands.classify import ClassifyConfig, classify, format_summary
     from plantray.commands.evaluate import EvaluateConfig, evaluate
     from plantray.commands.evaluate import format_summary as format_report
-    from plantray.commands.synth import SynthConfig
+    from plantray.commands.synth import SynthConfig, synthesize
     from plantray.commands.train import TrainConfig, train
-    from plantray.synth.dataset import synthesize
 
     if cfg.epochs < 1 or cfg.species < 2:
         raise ConfigError("quickstart needs --epochs >= 1 and --species >= 2")
     storage.remove(cfg.out)
     data, model = storage.join(cfg.out, "data"), storage.join(cfg.out, "model")
     report, predictions = storage.join(cfg.out, "report"), storage.join(cfg.out, "predictions")
-    ensure_ray()
+    ensure_ray(cfg.dashboard)
+    started = utc_now()
 
     print(f"[1/4] synthesising {cfg.species} species into {data}", flush=True)
     synthesize(SynthConfig(out=data, species=cfg.species, images_per_species=cfg.images_per_species,
@@ -65,6 +67,7 @@ def quickstart(cfg: QuickstartConfig) -> dict:
                                                  output=predictions))), flush=True)
     outputs = {"data": data, "model": model, "report": storage.join(report, "report.md"), "predictions": predictions}
     print("\nOutputs:\n" + "\n".join(f"  {k:<12} {v}" for k, v in outputs.items()))
+    write_run_record(cfg.out, "quickstart", cfg, outputs, started)
     return outputs
 
 

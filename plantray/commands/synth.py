@@ -1,6 +1,65 @@
-"""``plantray synth``: write a PlantNet-like synthetic dataset."""
+"""``plantray synth``: write a PlantNet-like synthetic dataset (the generator is :mod:`plantray.synth`)."""
 
-from plantray.synth.dataset import SynthConfig, synthesize
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plantray.commands.record import utc_now, write_run_record
+from plantray.config import JobConfig, check, field
+
+MAX_SPECIES = 500
+
+
+@dataclass
+class SynthConfig(JobConfig):
+    """Options of the synthetic dataset generator (CLI flags are generated from these fields)."""
+
+    out: str = field(help="output directory or fsspec URI (s3://bucket/prefix); must be empty",
+                     positional=True)
+    species: int = field(8, help=f"number of species (2..{MAX_SPECIES})")
+    images_per_species: int = field(30, help="training images per species, before imbalance")
+    test_per_species: int = field(8, help="held-out test images per species")
+    unseen_per_species: int = field(4, help="images per species in the 'unseen' split (classification demo)")
+    seed: int = field(0, help="random seed; the same seed gives byte-identical output")
+    min_pixels: int = field(200_000, help="smallest image pixel count (the paper: 200K-600K)")
+    max_pixels: int = field(600_000, help="largest image pixel count")
+    min_aspect: float = field(0.5, help="smallest width/height ratio")
+    max_aspect: float = field(2.0, help="largest width/height ratio")
+    imbalance: float = field(0.0, help="long-tail exponent: species k gets ~n*(k+1)^-imbalance train images")
+    quality: int = field(90, help="JPEG quality (1..95)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first bad value and what is allowed."""
+        check([
+            (bool(self.out), "out must be a directory or URI, got an empty string"),
+            (2 <= self.species <= MAX_SPECIES, f"species={self.species}: use 2..{MAX_SPECIES}"),
+            (self.images_per_species >= 1, f"images_per_species={self.images_per_species}: use >= 1"),
+            (self.test_per_species >= 0, f"test_per_species={self.test_per_species}: use >= 0"),
+            (self.unseen_per_species >= 0, f"unseen_per_species={self.unseen_per_species}: use >= 0"),
+            (self.min_pixels >= 1024, f"min_pixels={self.min_pixels}: use >= 1024 so plants stay drawable"),
+            (self.min_pixels <= self.max_pixels,
+             f"min_pixels={self.min_pixels} > max_pixels={self.max_pixels}: swap or widen them"),
+            (self.min_aspect > 0, f"min_aspect={self.min_aspect}: use a ratio > 0"),
+            (self.min_aspect <= self.max_aspect,
+             f"min_aspect={self.min_aspect} > max_aspect={self.max_aspect}: swap them"),
+            (self.imbalance >= 0, f"imbalance={self.imbalance}: use 0 (balanced) or a positive exponent"),
+            (1 <= self.quality <= 95, f"quality={self.quality}: use a JPEG quality in 1..95"),
+        ])
+
+
+def synthesize(cfg: SynthConfig) -> dict:
+    """Writes the dataset to ``cfg.out`` and its run record; returns the generator's summary."""
+    from plantray.synth.dataset import synthesize as generate
+
+    started = utc_now()
+    summary = generate(cfg)
+    write_run_record(cfg.out, "synth", cfg, summary, started)
+    return summary
+
 
 CONFIG = SynthConfig
 run = synthesize

@@ -2,8 +2,8 @@
 
 DATA (manifest or ImageFolder tree) -> label set and per-class counts (one small groupby) -> Ray Data
 stream: global shuffle of the URI rows (re-seeded every epoch), read + decode + tag-aware augmentation
-in CPU tasks -> one shard per Ray Train worker -> DDP training (:mod:`plantray.trainloop`, driven by
-:mod:`plantray.trainrun`) with a checkpoint under ``--storage/--name`` every ``--checkpoint-every`` epochs.
+in CPU tasks -> one shard per Ray Train worker -> DDP training (:mod:`plantray.training.loop`, driven by
+:mod:`plantray.training.run`) with a checkpoint under ``--storage/--name`` every ``--checkpoint-every`` epochs.
 Rerunning with the same ``--name`` continues from the latest checkpoint; a failed worker restarts from it
 (``--max-failures``). The final model goes to MODEL as a plantray artifact with metrics, a training curve
 and a full card.
@@ -11,37 +11,20 @@ and a full card.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
-import os
-import subprocess
 import time
 from dataclasses import dataclass
 
-import ray
-import ray.train
-import torch
-
-from plantray import __version__, storage
-from plantray.cluster import ensure_ray
-from plantray.config import ConfigError, field, to_json
-from plantray.images.augment import TrainPreset, upright_policy
-from plantray.images.presets import DEFAULT_MAX_PIXELS, EvalPreset
-from plantray.inference.planner import scaling
-from plantray.model.artifact import CARD, make_card, save_artifact
-from plantray.model.labels import Labels
-from plantray.model.network import build_model, check_arch
-from plantray.sources import open_dataset
-from plantray.training import curves
-from plantray.training.data import build_datasets, class_weights, scan_labels
-from plantray.training.run import run_trainer
+from plantray.commands.options import RayOptions
+from plantray.commands.record import utc_now, write_run_record
+from plantray.config import ConfigError, check, field
+from plantray.images.presets import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RayOptions):
     """Settings of ``plantray train`` (CLI flags are generated from these fields)."""
 
     data: str = field("", required=True, help="training manifest (.parquet/.csv: image_uri, scientificName[, tag, "
@@ -90,22 +73,21 @@ def validate(cfg: TrainConfig) -> dict:
     Raises:
         ConfigError: naming the bad value and the fix.
     """
-    for name in ("data", "output", "name"):
-        if not getattr(cfg, name):
-            raise ConfigError(f"--{name} is required")
-    checks = [(cfg.epochs >= 1, f"--epochs {cfg.epochs} must be >= 1"),
-              (cfg.num_workers >= 1, f"--num-workers {cfg.num_workers} must be >= 1"),
-              (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be >= 1"),
-              (cfg.image_size >= 32, f"--image-size {cfg.image_size} must be >= 32"),
-              (cfg.lr > 0, f"--lr {cfg.lr} must be > 0"),
-              (cfg.backbone_lr_scale >= 0, f"--backbone-lr-scale {cfg.backbone_lr_scale} must be >= 0"),
-              (cfg.checkpoint_every >= 1, f"--checkpoint-every {cfg.checkpoint_every} must be >= 1"),
-              (cfg.max_failures >= -1, f"--max-failures {cfg.max_failures} must be >= -1"),
-              (0 < cfg.scale_min <= 1, f"--scale-min {cfg.scale_min} must be in (0, 1]"),
-              (cfg.cpus_per_worker is None or cfg.cpus_per_worker > 0, "--cpus-per-worker must be > 0")]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    from plantray import storage
+    from plantray.model.artifact import CARD
+    from plantray.model.network import check_arch
+
+    check([(cfg.epochs >= 1, f"--epochs {cfg.epochs} must be >= 1"),
+           (cfg.num_workers >= 1, f"--num-workers {cfg.num_workers} must be >= 1"),
+           (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be >= 1"),
+           (cfg.image_size >= 32, f"--image-size {cfg.image_size} must be >= 32"),
+           (cfg.lr > 0, f"--lr {cfg.lr} must be > 0"),
+           (cfg.backbone_lr_scale >= 0, f"--backbone-lr-scale {cfg.backbone_lr_scale} must be >= 0"),
+           (cfg.checkpoint_every >= 1, f"--checkpoint-every {cfg.checkpoint_every} must be >= 1"),
+           (cfg.max_failures >= -1, f"--max-failures {cfg.max_failures} must be >= -1"),
+           (0 < cfg.scale_min <= 1, f"--scale-min {cfg.scale_min} must be in (0, 1]"),
+           (cfg.cpus_per_worker is None or cfg.cpus_per_worker > 0, "--cpus-per-worker must be > 0"),
+           (cfg.decode_batch_size >= 1, f"--decode-batch-size {cfg.decode_batch_size} must be >= 1")])
     check_arch(cfg.arch)
     if cfg.init not in ("random", "imagenet") and not storage.exists(cfg.init):
         raise ConfigError(f"--init {cfg.init!r} does not exist; give 'imagenet', 'random' or a state-dict path/URI")
@@ -118,58 +100,8 @@ def validate(cfg: TrainConfig) -> dict:
     return {"storage": store, "run_dir": run_dir, "resuming": resuming}
 
 
-def build_presets(cfg: TrainConfig) -> tuple[TrainPreset, EvalPreset]:
-    """The training augmentation and the evaluation preprocessing recorded in the card."""
-    train = TrainPreset(image_size=cfg.image_size, scale=(cfg.scale_min, 1.0), rotation=cfg.rotation,
-                        shear=cfg.shear, translate=cfg.translate, brightness=cfg.jitter, contrast=cfg.jitter,
-                        saturation=cfg.jitter, policy=upright_policy(cfg.upright_tags))
-    return train, EvalPreset(crop_size=cfg.image_size, resize_size=round(cfg.image_size * 256 / 224))
-
-
-def loop_config(cfg: TrainConfig, labels: Labels, eval_preset: EvalPreset, where: dict, threads: int) -> dict:
-    """The plain dict every worker receives."""
-    weights = None
-    if cfg.class_balance != "none" and cfg.balance_mode == "loss":
-        weights = class_weights(labels.train_images, cfg.class_balance)
-    return {"arch": cfg.arch, "init": cfg.init, "num_classes": len(labels), "epochs": cfg.epochs, "lr": cfg.lr,
-            "backbone_lr_scale": 1.0 if cfg.init == "random" else cfg.backbone_lr_scale,
-            "batch_size": cfg.batch_size, "seed": cfg.seed, "shuffle_buffer": cfg.shuffle_buffer,
-            "checkpoint_every": cfg.checkpoint_every, "class_weights": weights, "use_gpu": cfg.use_gpu,
-            "mean": list(eval_preset.mean), "std": list(eval_preset.std), "has_val": bool(cfg.val),
-            "fail_after_epoch": cfg.fail_after_epoch, "run_dir": where["run_dir"], "threads": threads}
-
-
-def code_version() -> str:
-    """plantray's version plus the git commit of its source tree when there is one."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=os.path.dirname(__file__),
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{__version__}+{commit}" if commit else __version__
-
-
-def write_model(cfg: TrainConfig, state: dict, labels: Labels, eval_preset: EvalPreset, preset: TrainPreset,
-                info: dict) -> dict:
-    """Saves the artifact, metrics and curve to OUTPUT; returns the card."""
-    model, _ = build_model(cfg.arch, len(labels), "random")
-    model.load_state_dict(state["model"])
-    history = state["history"]
-    provenance = {**info.pop("provenance"), "trained": True}
-    card = make_card(cfg.arch, labels, eval_preset, provenance, name=cfg.model_name, version=cfg.model_version,
-                     training={"config": json.loads(to_json(cfg)), "augmentation": preset.to_dict(),
-                               "epochs": state["epoch"], "final_metrics": history[-1] if history else {}},
-                     data={"uri": cfg.data, "val": cfg.val, "license": cfg.data_license,
-                           "citation": cfg.data_citation, **info.pop("data")},
-                     code_version=code_version(), **info)
-    card = save_artifact(cfg.output, model, labels, card)
-    curves.write_metrics(cfg.output, history)
-    curves.plot_curve(cfg.output, history, title=f"{card['name']} ({cfg.name})")
-    return card
-
-
 def train(cfg: TrainConfig) -> dict:
-    """Runs ``plantray train``; returns the closing summary.
+    """Runs ``plantray train``; returns the closing summary (also in MODEL/_plantray_run.json).
 
     Args:
         cfg: the job's configuration.
@@ -178,9 +110,19 @@ def train(cfg: TrainConfig) -> dict:
     Raises:
         ConfigError: bad flags or data (empty, unlabelled, a single class, missing --init), before training.
     """
+    import ray
+    import torch
+
+    from plantray.cluster import ensure_ray
+    from plantray.inference.planner import Resources, train_scaling
+    from plantray.model.network import build_model
+    from plantray.sources import open_dataset
+    from plantray.training.data import build_datasets, build_presets, scan_labels
+    from plantray.training.run import loop_config, run_trainer, write_model
+
     where = validate(cfg)
-    ensure_ray()
-    start = time.perf_counter()
+    ensure_ray(cfg.dashboard)
+    started, start = utc_now(), time.perf_counter()
     # Data
     ds, _ = open_dataset(cfg.data, labels_from_dirs=True)
     labels, scan = scan_labels(ds, cfg.data)
@@ -188,24 +130,27 @@ def train(cfg: TrainConfig) -> dict:
     datasets = build_datasets(cfg, ds, labels, preset, eval_preset)
     # Model (built once here so a bad --arch/--init fails before any worker starts)
     _, provenance = build_model(cfg.arch, len(labels), cfg.init)
-    scaling_config, threads = scaling(cfg)
+    per_worker, threads = train_scaling(cfg.num_workers, cfg.use_gpu, cfg.cpus_per_worker, Resources.of_cluster())
+    scaling = ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                      resources_per_worker={"CPU": per_worker})
     # Train
     log.info("training %s on %d images of %d classes, %d worker(s), run %s", cfg.arch, scan["images"],
              len(labels), cfg.num_workers, where["run_dir"])
-    loop_cfg = loop_config(cfg, labels, eval_preset, where, threads)
-    state, epochs_now = run_trainer(cfg, scaling_config, datasets, loop_cfg, where)
+    state, epochs_now = run_trainer(cfg, scaling, datasets, loop_config(cfg, labels, eval_preset, where, threads),
+                                    where)
     history = state["history"]
     skipped = max((m.get("skipped_unreadable", 0) for m in history), default=0)
     info = {"provenance": provenance, "data": {**scan, "skipped_unreadable": skipped},
             "hardware": {"device": history[-1].get("device") if history else None, "workers": cfg.num_workers,
                          "use_gpu": cfg.use_gpu, "torch": torch.__version__, "ray": ray.__version__},
-            "duration_seconds": round(time.perf_counter() - start, 1),
-            "finished": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()}
+            "duration_seconds": round(time.perf_counter() - start, 1), "finished": utc_now()}
     card = write_model(cfg, state, labels, eval_preset, preset, dict(info))
-    return {"output": cfg.output, "run": where["run_dir"], "epochs": state["epoch"], "images": scan["images"],
-            "classes": len(labels), "unlabelled": scan["unlabelled"], "skipped_unreadable": skipped,
-            "final": history[-1] if history else {}, "epochs_run_now": epochs_now,
-            "seconds": info["duration_seconds"], "sha256": card["weights"]["sha256"]}
+    summary = {"output": cfg.output, "run": where["run_dir"], "epochs": state["epoch"], "images": scan["images"],
+               "classes": len(labels), "unlabelled": scan["unlabelled"], "skipped_unreadable": skipped,
+               "final": history[-1] if history else {}, "epochs_run_now": epochs_now,
+               "seconds": info["duration_seconds"], "sha256": card["weights"]["sha256"]}
+    write_run_record(cfg.output, "train", cfg, summary, started)
+    return summary
 
 
 def format_summary(summary: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import zipfile
 from xml.sax.saxutils import escape
 
@@ -27,27 +28,27 @@ REQUIRED = ("image_uri", "scientificName", "error")
 _BATCH_ROWS = 10_000
 
 
-def _columns(cfg) -> tuple[pads.Dataset, str]:
-    """Opens and checks the predictions; returns (dataset, occurrence key column)."""
-    if not cfg.out.lower().endswith(".zip"):
-        raise ConfigError(f"OUT {cfg.out!r} must end in .zip (a Darwin Core Archive is a zip file)")
-    if storage.exists(cfg.out) and not cfg.overwrite:
-        raise ConfigError(f"OUT {cfg.out!r} exists; choose another name or pass --overwrite")
-    if not storage.holds_data(cfg.predictions):
-        raise ConfigError(f"PREDICTIONS {cfg.predictions!r} does not exist or is empty; give a classify OUTPUT")
-    fs, path = storage.arrow_fs(cfg.predictions)
+def open_predictions(uri: str) -> tuple[pads.Dataset, str]:
+    """Opens and checks a predictions dataset; returns (dataset, occurrence key column).
+
+    Raises:
+        ConfigError: missing, not Parquet, or lacking the columns an archive needs.
+    """
+    if not storage.holds_data(uri):
+        raise ConfigError(f"PREDICTIONS {uri!r} does not exist or is empty; give a classify OUTPUT")
+    fs, path = storage.arrow_fs(uri)
     try:
         dataset = pads.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=True)
         # Files whose column was all null hold type null: unify so every file reads as one schema.
         schema = pa.unify_schemas([f.physical_schema for f in dataset.get_fragments()], promote_options="permissive")
         dataset = pads.dataset(path, filesystem=fs, format="parquet", schema=schema, exclude_invalid_files=True)
     except (pa.ArrowInvalid, OSError) as e:
-        raise ConfigError(f"PREDICTIONS {cfg.predictions!r} is not a Parquet dataset ({e})") from None
+        raise ConfigError(f"PREDICTIONS {uri!r} is not a Parquet dataset ({e})") from None
     names = dataset.schema.names
     missing = [c for c in REQUIRED if c not in names]
     key = next((k for k in ("gbifID", "occurrenceID") if k in names), None)
     if missing or key is None:
-        raise ConfigError(f"PREDICTIONS {cfg.predictions!r} lacks {missing or ['gbifID or occurrenceID']}: "
+        raise ConfigError(f"PREDICTIONS {uri!r} lacks {missing or ['gbifID or occurrenceID']}: "
                           "export needs plantray classify output of a Darwin Core Archive or a manifest with "
                           "gbifID/occurrenceID")
     return dataset, key
@@ -166,3 +167,27 @@ def eml_xml(models: set, summary: dict, today: str) -> str:
   </dataset>
 </eml:eml>
 """
+
+
+def write_archive(dataset: pads.Dataset, key: str, out: str, record=None) -> dict:
+    """Writes the Darwin Core Archive ``out`` (a .zip, local or object storage), streaming the predictions.
+
+    Args:
+        dataset: from :func:`open_predictions`.
+        key: the occurrence key column.
+        out: the archive to write.
+        record: summary -> bytes of a run record to include as ``_plantray_run.json`` (optional).
+    Returns:
+        ``{"out", "occurrences", "identifications", "skipped_errors"}``.
+    """
+    core_terms = [t for t in OCCURRENCE_TERMS if t != key and t in dataset.schema.names]
+    with storage.open_for_write(out) as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
+        occurrences, failed = _write_core(zf, dataset, key, core_terms)
+        identifications, models = _write_identifications(zf, dataset, key)
+        summary = {"out": out, "occurrences": occurrences, "identifications": identifications,
+                   "skipped_errors": failed}
+        zf.writestr("meta.xml", meta_xml(key, core_terms))
+        zf.writestr("eml.xml", eml_xml(models, summary, dt.date.today().isoformat()))
+        if record is not None:
+            zf.writestr("_plantray_run.json", record(summary))
+    return summary

@@ -6,6 +6,9 @@ import math
 import uuid
 
 import numpy as np
+import pyarrow as pa
+
+from plantray import columns as col
 
 # Fixed namespace so identification IDs are stable across runs, machines and versions of this code.
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/plantray/plantray/identification")
@@ -83,7 +86,7 @@ def dwc_columns(batch: dict[str, np.ndarray], model_card: dict, now_iso: str) ->
     uris = batch["image_uri"]
     failed = np.array([_failed(e) for e in batch["error"]], dtype=bool)
     ranks = batch.get("taxonRank", np.full(len(uris), "species", dtype=object))
-    by = f"{_display_name(name)} {version} (sha256:{sha[:12]})"  # same form as model.Artifact.identified_by
+    by = f"{_display_name(name)} {version} (sha256:{sha[:12]})"
 
     def per_row(value_fn) -> np.ndarray:
         return np.array([None if failed[i] else value_fn(i) for i in range(len(uris))], dtype=object)
@@ -99,3 +102,32 @@ def dwc_columns(batch: dict[str, np.ndarray], model_card: dict, now_iso: str) ->
     out["kingdom"] = per_row(lambda i: "Plantae")
     out["taxonRank"] = per_row(lambda i: str(ranks[i]))
     return out
+
+
+def add_terms(table: pa.Table, model_card: dict, now_iso: str) -> pa.Table:
+    """Appends the Darwin Core identification terms to a batch of predictions, ``error`` staying last.
+
+    The model actors apply it to each output batch (``Predictor(finish=...)``), so the terms cost no
+    extra pipeline stage. See :func:`dwc_columns` for the rules.
+
+    Args:
+        table: prediction rows with ``image_uri``, ``scientificName``, ``confidence``, ``taxonRank``, ``error``.
+        model_card: the model's card.
+        now_iso: the run's ``dateIdentified``.
+    Returns:
+        The table with :data:`plantray.columns.DWC_TERMS` (``taxonRank`` replaced in place).
+    """
+    batch = {k: np.asarray(table.column(k).to_pylist(), dtype=object)
+             for k in (col.IMAGE_URI, col.SCIENTIFIC_NAME, col.TAXON_RANK, col.ERROR)}
+    batch[col.CONFIDENCE] = np.asarray([c if c is not None else np.nan
+                                        for c in table.column(col.CONFIDENCE).to_pylist()])
+    terms = dwc_columns(batch, model_card, now_iso)
+    error = table.column(col.ERROR)
+    out = table.drop_columns([col.ERROR])
+    for name in col.DWC_TERMS:
+        array = pa.array(terms[name].tolist(), pa.string())
+        if name in out.column_names:
+            out = out.set_column(out.schema.get_field_index(name), name, array)
+        else:
+            out = out.append_column(name, array)
+    return out.append_column(col.ERROR, error)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import ray
 
 from plantray import storage
 from plantray.cluster import ensure_ray
@@ -111,3 +112,19 @@ def select_rows(table: pa.Table, test_name: str, kept: tuple) -> pa.Table:
               else table.column(f.name).cast(pa.string()) if f.name in table.column_names
               else pa.nulls(n, pa.string()) for f in _ROW_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=_ROW_SCHEMA)
+
+
+def kept_rows(tests: list, filters: dict) -> ray.data.Dataset:
+    """One dataset of every test set's kept rows, in one schema (a ``test_set`` column tells them apart).
+
+    Args:
+        tests: the test sets (``name``, ``uri``).
+        filters: test name -> (kept labels, stats), from :func:`label_filter`.
+    """
+    parts = []
+    for t in tests:
+        kept = tuple(sorted(filters[t.name][0]))
+        ds, _ = open_dataset(t.uri, labels_from_dirs=True)
+        parts.append(ds.map_batches(select_rows, fn_args=(t.name, kept), batch_format="pyarrow",
+                                    batch_size=None, zero_copy_batch=True))
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]

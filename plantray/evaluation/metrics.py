@@ -2,7 +2,8 @@
 
 Everything works on *ranked predictions*: an ``[N, K]`` array of the K best labels per image (label
 indices or names, best first), so the per-image Parquet of ``plantray evaluate`` can be scored again
-without the probability matrix. ``top_k_indices`` turns a probability matrix into that ranking.
+without the probability matrix. :func:`plantray.inference.ranking.top_k_indices` turns
+a probability matrix into that ranking.
 """
 
 from __future__ import annotations
@@ -10,21 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-
-def top_k_indices(probs: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` most probable class indices per row, best first (ties: lower index first).
-
-    Args:
-        probs: ``[N, C]`` scores.
-        k: how many to keep (clamped to C).
-    Returns:
-        int64 ``[N, min(k, C)]``.
-    """
-    probs = np.asarray(probs)
-    k = min(k, probs.shape[1])
-    # A stable sort of -probs keeps the lower index first on ties: reproducible rankings.
-    return np.argsort(-probs, axis=1, kind="stable")[:, :k].astype(np.int64)
 
 
 def hits(ranked: np.ndarray, true: Sequence) -> np.ndarray:

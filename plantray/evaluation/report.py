@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 from plantray import storage
-from plantray.config import to_json
 
 DASH = "–"
 
@@ -145,15 +144,13 @@ def _tag_bars(ax: Any, summary: dict, np: Any) -> None:
         ax.legend(fontsize=7)
 
 
-def write_report(cfg: Any, summary: dict) -> None:
-    """Writes report.md, report.json, accuracy.png and config.json into ``summary["output"]``.
+def write_report(summary: dict) -> None:
+    """Writes report.md, report.json and accuracy.png into ``summary["output"]``.
 
     Args:
-        cfg: the job's config dataclass (written as config.json).
         summary: the evaluation summary.
     """
     out = summary["output"]
-    storage.write_bytes(storage.join(out, "config.json"), to_json(cfg).encode())
     storage.write_bytes(storage.join(out, "report.json"), json.dumps(summary, indent=2, default=str).encode())
     storage.write_bytes(storage.join(out, "report.md"), markdown_report(summary).encode())
     storage.write_bytes(storage.join(out, "accuracy.png"), chart_png(summary))

@@ -5,28 +5,21 @@ mirror, rotation and vertical flip are allowed or not per tag by :data:`TAG_POLI
 ``habit`` photo (a whole plant) keeps the sky on top, so it is never rotated or flipped upside down,
 whereas a flower, leaf or bark close-up has no preferred orientation.
 
-:func:`augment_batch` is the Ray Data ``map_batches`` stage that reads, decodes and augments on CPU
-workers, so the training loop only ever sees uint8 arrays of ``image_size`` and int64 labels. The
-label set with per-class counts (:func:`scan_labels`), class-balance weights and the validation
-stream are the other halves of the training data and live here too.
+:class:`TrainView` is what the loader (:mod:`plantray.images.loader`) makes of each decoded training
+image in Ray Data's CPU tasks, so the training loop only ever sees uint8 arrays of ``image_size``.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image
 
-from plantray import storage
-from plantray.columns import SOURCE_COLUMN
-from plantray.images.decode import ImageError, center_crop, open_image, resize_shorter
-from plantray.images.loader import read_image
-from plantray.images.presets import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from plantray.images.decode import center_crop, resize_shorter
 
+SEED = "_seed"  # per-row seed column of the training stream
 OPS = ("hflip", "vflip", "rotate", "shear", "translate")
 # The tag policy is data: tag -> the geometric ops allowed for it. Unknown or missing tags get "default".
 TAG_POLICY: dict[str, dict[str, bool]] = {
@@ -158,58 +151,17 @@ def augment(img: Image.Image, tag: str | None, preset: TrainPreset, rng: np.rand
     return colour_jitter(np.asarray(img, dtype=np.uint8), preset, rng)
 
 
-def _load(uri: str, tag: str | None, preset: TrainPreset, max_bytes: int, max_pixels: int,
-          rng: np.random.Generator) -> tuple[np.ndarray | None, str | None]:
-    """Reads, decodes and augments one image; (array, None) or (None, reason). Never raises."""
-    try:
-        img = open_image(read_image(uri, max_bytes), preset.image_size, max_pixels)
-        return augment(img, tag, preset, rng), None
-    except ImageError as e:
-        return None, e.reason
-    except Exception as e:  # an exotic failure must cost one image, not the epoch
-        return None, f"internal error: {type(e).__name__}"
+class TrainView:
+    """The loader's view for training: one augmented view of an image, by its ``tag`` and its own seed.
 
-
-def augment_batch(table: pa.Table, preset: TrainPreset, label_index: dict[str, int],
-                  repeats: dict[str, float] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
-    """``map_batches`` stage: rows with ``_source``/``scientificName``[/``tag``] -> training arrays.
-
-    Unreadable images stay in the batch with ``valid=False`` (zero pixels) so the training loop counts
-    them per epoch; rows whose name is not in ``label_index`` (unlabelled) are dropped here.
-
-    Args:
-        table: a pyarrow batch.
-        preset: augmentation.
-        label_index: scientificName -> class index.
-        repeats: scientificName -> expected copies per epoch (class re-sampling); None = one each.
-        max_bytes, max_pixels: larger files/images count as unreadable.
-    Returns:
-        ``image`` uint8 [N, S, S, 3], ``label`` int64 [N], ``valid`` bool [N].
+    The seed column (:data:`SEED`) is drawn per row by the training data stage, so every epoch and
+    every re-sampled copy of an image gets a fresh view.
     """
-    rng = np.random.default_rng()  # fresh entropy per task: each epoch sees new views
-    names = table.column("scientificName").to_pylist()
-    uris = table.column(SOURCE_COLUMN).to_pylist()
-    tags = table.column("tag").to_pylist() if "tag" in table.column_names else [None] * len(names)
-    rows = []
-    for uri, name, tag in zip(uris, names, tags):
-        if name not in label_index:
-            continue
-        copies = 1 if repeats is None else int(rng.poisson(repeats[name]))
-        rows.extend([(uri, name, tag)] * copies)
-    seeds = rng.integers(0, 2**63, len(rows))
 
-    def load(i):
-        uri, _, tag = rows[i]
-        return _load(uri, tag, preset, max_bytes, max_pixels, np.random.default_rng(seeds[i]))
+    columns = ("tag", SEED)
 
-    remote = any(storage.scheme(r[0] or "") != "file" for r in rows)
-    with ThreadPoolExecutor(8 if remote else 1) as pool:
-        results = list(pool.map(load, range(len(rows))))
-    size = preset.image_size
-    images = np.zeros((len(rows), size, size, 3), np.uint8)
-    for i, (arr, _) in enumerate(results):
-        if arr is not None:
-            images[i] = arr
-    return {"image": images, "label": np.array([label_index[r[1]] for r in rows], np.int64),
-            "valid": np.array([arr is not None for arr, _ in results], bool)}
+    def __init__(self, preset: TrainPreset):
+        self.preset, self.min_side = preset, preset.image_size
+
+    def __call__(self, img: Image.Image, row: dict) -> np.ndarray:
+        return augment(img, row.get("tag"), self.preset, np.random.default_rng(row[SEED]))

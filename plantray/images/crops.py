@@ -1,33 +1,26 @@
-"""Test-time augmentation: crop geometry, the Ray Data stage producing crops, and the crop-averaging actor.
+"""Test-time augmentation: the crop geometry and the loader view that produces an image's crops.
 
 The paper tests with ten crops per image and averages the softmax. ``ten-crop`` is the classic
 four corners + centre and their horizontal mirrors of the image resized to ``resize_size``;
 ``random-ten-crop`` draws ten milder-than-training random crops, seeded per image so a re-run
-scores the very same pixels. Crops are produced in CPU tasks; the actor sends all crops of a
-batch through the network in one forward pass.
+scores the very same pixels. Crops are produced in the loader's CPU tasks (:class:`CropView`); the
+crop predictor sends all crops of a batch through the network in one forward pass.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image
 
-from plantray import storage
-from plantray.columns import ERROR, PIXELS, SOURCE_COLUMN
-from plantray.images.decode import ImageError, center_crop, open_image, resize_shorter
-from plantray.images.loader import read_image
-from plantray.images.presets import EvalPreset
+from plantray.images.decode import center_crop, resize_shorter
+from plantray.images.presets import TTA_MODES, EvalPreset
 
-TTA_MODES = ("none", "center", "ten-crop", "random-ten-crop")
 # Milder than training's RandomResizedCrop (0.08-1.0): a test crop must still show the plant.
 RANDOM_SCALE = (0.7, 1.0)
 RANDOM_RATIO = (3 / 4, 4 / 3)
-_READ_THREADS = 16
 Box = tuple[int, int, int, int]  # PIL crop box: left, top, right, bottom
 
 
@@ -117,41 +110,20 @@ def make_crops(img: Image.Image, preset: EvalPreset, mode: str, rng: np.random.G
     raise ValueError(f"unknown TTA mode {mode!r}; use one of {TTA_MODES}")
 
 
-def load_crops(source: str, image_uri: str, preset: EvalPreset, mode: str, seed: int,
-               max_bytes: int) -> tuple[bytes | None, str | None]:
-    """Reads, decodes and crops one image; returns (crop bytes, None) or (None, reason). Never raises."""
-    try:
-        img = open_image(read_image(source, max_bytes), preset.resize_size, preset.max_pixels)
-        return make_crops(img, preset, mode, image_rng(seed, image_uri)).tobytes(), None
-    except ImageError as e:
-        return None, e.reason
-    except Exception as e:  # a bug or an exotic failure must still not lose the row
-        return None, f"internal error: {type(e).__name__}"
+class CropView:
+    """The loader's view for evaluation: the test-time crops of one image (``[n_crops(mode), S, S, 3]``).
 
-
-def crop_batch(table: pa.Table, preset: EvalPreset, mode: str, seed: int, max_bytes: int) -> pa.Table:
-    """``map_batches`` function: adds ``_pixels`` (all crops of a row, concatenated) and ``error``.
-
-    Args:
-        table: rows with ``image_uri`` and the resolved ``_source``.
-        preset: the model's evaluation preprocessing.
-        mode: the TTA mode.
-        seed: run seed; random crops are keyed by (seed, image_uri).
-        max_bytes: larger files become ``file too large`` rows.
-    Returns:
-        The rows with ``_pixels`` (uint8 NHWC crops or null) and ``error`` (null or reason).
+    Random crops are seeded by (seed, ``image_uri``), so a re-run scores the very same pixels.
     """
-    sources = table.column(SOURCE_COLUMN).to_pylist()
-    uris = table.column("image_uri").to_pylist()
 
-    def load(pair):
-        return load_crops(pair[0], pair[1], preset, mode, seed, max_bytes)
+    columns = ("image_uri",)
 
-    pairs = list(zip(sources, uris))
-    if len(pairs) > 1 and any(storage.scheme(s or "") != "file" for s in sources):
-        with ThreadPoolExecutor(min(_READ_THREADS, len(pairs))) as pool:  # overlap object-store waits
-            results = list(pool.map(load, pairs))
-    else:
-        results = [load(p) for p in pairs]
-    return (table.append_column(PIXELS, pa.array([r[0] for r in results], pa.binary()))
-            .append_column(ERROR, pa.array([r[1] for r in results], pa.string())))
+    def __init__(self, preset: EvalPreset, mode: str, seed: int = 0):
+        if mode not in TTA_MODES:
+            raise ValueError(f"unknown TTA mode {mode!r}; use one of {TTA_MODES}")
+        self.preset, self.mode, self.seed, self.min_side = preset, mode, seed, preset.resize_size
+        self.crops = n_crops(mode)
+
+    def __call__(self, img: Image.Image, row: dict) -> np.ndarray:
+        rng = image_rng(self.seed, row["image_uri"]) if self.mode == "random-ten-crop" else None
+        return make_crops(img, self.preset, self.mode, rng)

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from plantray.images.presets import DEFAULT_MAX_PIXELS, EvalPreset
+from plantray.images.presets import DEFAULT_MAX_PIXELS
 
 
 class ImageError(Exception):
@@ -97,14 +97,3 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     width, height = img.size
     left, top = (width - size) // 2, (height - size) // 2
     return img.crop((left, top, left + size, top + size))
-
-
-def preprocess(data: bytes, preset: EvalPreset) -> np.ndarray:
-    """Bytes to the network's uint8 HWC input (normalisation happens on the model's device).
-
-    Raises:
-        ImageError: see :func:`open_image`.
-    """
-    img = open_image(data, preset.resize_size, preset.max_pixels)
-    img = center_crop(resize_shorter(img, preset.resize_size, preset.interpolation), preset.crop_size)
-    return np.asarray(img, dtype=np.uint8)

@@ -10,6 +10,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MAX_PIXELS = 100_000_000  # above this an image is refused as a decompression bomb
 
 DEFAULT_MAX_BYTES = 64 * 1024**2
+# Test-time crops (plantray.images.crops): here so that the CLI lists them without importing the imaging stack.
+TTA_MODES = ("none", "center", "ten-crop", "random-ten-crop")
 
 
 @dataclass

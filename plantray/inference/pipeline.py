@@ -1,29 +1,49 @@
-"""One pipeline assembly: decode tasks, then model actors."""
+"""One pipeline assembly: the loader's CPU tasks, then the model actor pool (classify, nightly, evaluate)."""
 
 from __future__ import annotations
 
 import ray
 
-from plantray.images.loader import decode_batch
-from plantray.images.presets import EvalPreset
-from plantray.inference.planner import Plan, fetch_config
+from plantray.images.loader import LoadOptions, View, load_batch
+from plantray.inference.planner import Plan
 from plantray.inference.predictor import Predictor
 
 
-def predict_stages(ds, cfg, artifact, plan: Plan, now_iso: str):
-    """Decode tasks then model actors over rows with ``image_uri``/``_source`` (classify and nightly).
+def decode(ds: ray.data.Dataset, view: View, load: LoadOptions, batch_size: int,
+           num_cpus: float = 0.5) -> ray.data.Dataset:
+    """The loader stage: rows with ``_source`` -> the same rows with ``_pixels`` and ``error``.
 
-    ``cfg`` is any config with classify's model/decode/fetch fields.
+    Args:
+        ds: rows with the resolved URI in ``_source``.
+        view: what to make of each decoded image (centre crop, test crops, training view).
+        load: limits and HTTP settings.
+        batch_size: images per task batch.
+        num_cpus: CPUs each task reserves (decoding waits on I/O part of the time).
     """
-    preset = EvalPreset.from_dict(artifact.card["input"], max_pixels=cfg.max_pixels)
-    ds = ds.map_batches(decode_batch, fn_args=(preset, cfg.max_bytes, fetch_config(cfg)),
-                        batch_size=cfg.decode_batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                        num_cpus=plan.decode_cpus)
+    return ds.map_batches(load_batch, fn_args=(view, load), batch_size=batch_size, batch_format="pyarrow",
+                          zero_copy_batch=True, num_cpus=num_cpus)
+
+
+def predict(ds: ray.data.Dataset, view: View, load: LoadOptions, plan: Plan, decode_batch_size: int,
+            predictor: type[Predictor] = Predictor, **predictor_kwargs) -> ray.data.Dataset:
+    """Decode tasks then model actors over rows with ``image_uri``/``_source``.
+
+    Args:
+        ds: the input rows.
+        view: the loader's view; ``view.crops`` (default 1) crops per image reach the predictor.
+        load: limits and HTTP settings of the loader.
+        plan: actors, their resources, batch size and precision (:func:`plan_inference`).
+        decode_batch_size: images per decode task batch.
+        predictor: :class:`Predictor` or a variant.
+        predictor_kwargs: the predictor's own arguments (``model_uri``, ``top_k``, ...).
+    Returns:
+        The lazy dataset of predictions (nothing runs until it is consumed).
+    """
+    ds = decode(ds, view, load, decode_batch_size, plan.decode_cpus)
     return ds.map_batches(
-        Predictor,
-        fn_constructor_kwargs=dict(model_uri=cfg.model, top_k=cfg.top_k, use_gpu=plan.use_gpu,
-                                   precision=plan.precision, threads=plan.threads, now_iso=now_iso,
-                                   rollup_threshold=cfg.rollup_threshold),
+        predictor,
+        fn_constructor_kwargs=dict(use_gpu=plan.use_gpu, precision=plan.precision, threads=plan.threads,
+                                   crops=getattr(view, "crops", 1), **predictor_kwargs),
         batch_size=plan.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
         # SPREAD: model actors go to different nodes first, so losing one node never loses them all.

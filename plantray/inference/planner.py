@@ -1,13 +1,38 @@
-"""Resource planning: how inference and training use the cluster."""
+"""Resource planning, in one place: how inference actors and training workers use the cluster.
+
+The rules are pure functions of a :class:`Resources` value, so they are tested from resource dicts
+without Ray; :meth:`Resources.of_cluster` reads the connected cluster. One rule runs through them all:
+long-lived actors (model actors, training workers) never reserve a node's last CPU, because Ray Data's
+listing, read, shuffle and write tasks ask for a whole CPU each and must always find one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ray
-import ray.train
-
 from plantray.config import ConfigError
+
+GPU_BATCH, CPU_BATCH = 256, 16  # images (crops) per forward when --batch-size is not given
+MAX_CPU_THREADS = 8  # torch intra-op threads stop paying off beyond this on one actor
+MIN_RESERVATION = 0.25  # the smallest CPU share an actor or worker reserves
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a cluster offers: total CPUs and GPUs, and the CPUs of each live node."""
+
+    cpus: float
+    gpus: float
+    node_cpus: tuple[float, ...]
+
+    @classmethod
+    def of_cluster(cls) -> Resources:
+        """The connected Ray cluster's resources."""
+        import ray
+
+        total = ray.cluster_resources()
+        nodes = tuple(float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"])
+        return cls(float(total.get("CPU", 0)), float(total.get("GPU", 0)), nodes or (0.0,))
 
 
 @dataclass
@@ -23,66 +48,65 @@ class Plan:
     precision: str
 
 
-def cluster_resources() -> tuple[float, float]:
-    """Total (CPUs, GPUs) of the connected cluster."""
-    res = ray.cluster_resources()
-    return float(res.get("CPU", 0)), float(res.get("GPU", 0))
+def reservable(cpus: float) -> float:
+    """CPUs that long-lived actors may reserve out of ``cpus``: all but one (see the module docstring)."""
+    return max(0.0, cpus - 1.0)
 
 
-def plan_inference(cfg) -> Plan:
-    """Sizes the model actor pool from cluster resources and the config's overrides.
+def plan_inference(options, resources: Resources, crops: int = 1) -> Plan:
+    """Sizes the model actor pool and batches from the resources and the options' overrides.
 
     On GPUs: one actor per GPU, large batches, CPUs left to decoding. On CPUs: actors of
-    ``threads_per_actor`` torch threads (default: a node's CPUs, up to 8) that reserve half of
-    those CPUs, so the CPU tasks feeding them always find room.
+    ``threads_per_actor`` torch threads (default: a node's CPUs, up to 8) that reserve half of those
+    CPUs, so the CPU tasks feeding them always find room.
 
+    Args:
+        options: ``device``, ``precision``, ``num_actors``, ``threads_per_actor``, ``batch_size`` (images
+            per forward, each with all its crops; None = the default for the device).
+        resources: the cluster (:meth:`Resources.of_cluster`).
+        crops: crops per image, so a default batch holds the same number of crops whatever the TTA.
     Raises:
         ConfigError: ``--device gpu`` on a cluster without GPUs.
     """
-    cpus, gpus = cluster_resources()
-    if cfg.device == "gpu" and gpus < 1:
+    if options.device == "gpu" and resources.gpus < 1:
         raise ConfigError("--device gpu but the Ray cluster has no GPUs; use --device cpu or add GPU nodes")
-    use_gpu = gpus >= 1 and cfg.device != "cpu"
-    precision = cfg.precision  # "auto" is resolved by each model actor for its own device
+    use_gpu = resources.gpus >= 1 and options.device != "cpu"
+    default_batch = GPU_BATCH if use_gpu else CPU_BATCH
+    batch = options.batch_size or max(1, default_batch // crops)
+    precision = options.precision  # "auto" is resolved by each model actor for its own device
     if use_gpu:
-        actors = cfg.num_actors or int(gpus)
-        return Plan(True, actors, cfg.threads_per_actor, 1.0, 1.0, cfg.batch_size or 256, precision)
-    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
-    per_node, smallest = max(1, int(max(node_cpus))), min(node_cpus)
-    threads = cfg.threads_per_actor or min(per_node, 8)
-    actors = cfg.num_actors or max(1, int(cpus // threads))
-    # An actor reserves half its threads' CPUs, and never a node's last CPU: Ray Data's listing, read,
-    # shuffle and write tasks ask for a whole CPU each and must always find one, or the pipeline starves.
-    actor_cpus = max(0.25, min(float(max(1, min(threads, per_node) // 2)), smallest - 1))
-    return Plan(False, actors, threads, actor_cpus, 0.5, cfg.batch_size or 16, precision)
+        actors = options.num_actors or int(resources.gpus)
+        return Plan(True, actors, options.threads_per_actor, 1.0, 1.0, batch, precision)
+    per_node = max(1, int(max(resources.node_cpus)))
+    threads = options.threads_per_actor or min(per_node, MAX_CPU_THREADS)
+    actors = options.num_actors or max(1, int(resources.cpus // threads))
+    half = float(max(1, min(threads, per_node) // 2))
+    smallest = min(c for c in resources.node_cpus if c > 0) if any(resources.node_cpus) else 0.0
+    actor_cpus = max(MIN_RESERVATION, min(half, reservable(smallest), reservable(resources.cpus) / actors))
+    return Plan(False, actors, threads, actor_cpus, 0.5, batch, precision)
 
 
-def fetch_config(cfg):
-    """HTTP fetch settings from a classify-like config."""
-    from plantray.storage.http import FetchConfig
+def train_scaling(num_workers: int, use_gpu: bool, cpus_per_worker: float | None,
+                  resources: Resources) -> tuple[float, int]:
+    """The CPUs each Ray Train worker reserves and the torch threads it runs.
 
-    return FetchConfig(timeout=cfg.http_timeout, per_host=cfg.http_per_host, cache=cfg.image_cache)
+    On CPU clusters a quarter of the CPUs (and at least one) stays unreserved for decoding, but each
+    worker runs as many threads as its fair share of the CPUs: decode tasks use their CPUs only part of
+    the time, and a worker held to its reservation leaves the rest idle (on 2 CPUs, 1 worker got 1
+    thread and 0.53x the training-step ceiling; see bench/train_throughput.py).
 
-
-def scaling(cfg) -> tuple[ray.train.ScalingConfig, int]:
-    """Workers, the CPUs each reserves, and its torch threads.
-
-    On CPU clusters a quarter of the CPUs (at least one) stays unreserved for decoding, but each worker
-    runs as many threads as its fair share of the CPUs: decode tasks use their CPUs only part of the
-    time, and a worker held to its reservation leaves the rest idle (on 2 CPUs, 1 worker got 1 thread
-    and 0.53x the training-step ceiling; see bench/train_throughput.py).
+    Returns:
+        (CPUs reserved per worker, torch threads per worker).
+    Raises:
+        ConfigError: more GPU workers than the cluster has GPUs.
     """
-    cpus, gpus = cluster_resources()
-    if cfg.use_gpu and gpus < cfg.num_workers:
-        raise ConfigError(f"--use-gpu with --num-workers {cfg.num_workers} but the cluster has {gpus:g} GPUs")
-    # At least one whole CPU stays free: Ray Data's read tasks ask for one each.
-    share = min(0.75 * cpus, cpus - 1) / cfg.num_workers
-    per_worker = cfg.cpus_per_worker or (1.0 if cfg.use_gpu else max(0.25, share))
-    threads = per_worker if cfg.cpus_per_worker or cfg.use_gpu else min(cpus / cfg.num_workers, _node_cpus())
-    return (ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                    resources_per_worker={"CPU": per_worker}), max(1, int(threads)))
-
-
-def _node_cpus() -> float:
-    """CPUs of the largest live node: no worker runs more threads than one node has."""
-    return max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    if use_gpu and resources.gpus < num_workers:
+        raise ConfigError(f"--use-gpu with --num-workers {num_workers} but the cluster has "
+                          f"{resources.gpus:g} GPUs; lower --num-workers or add GPU nodes")
+    if cpus_per_worker:
+        return cpus_per_worker, max(1, int(cpus_per_worker))
+    if use_gpu:
+        return 1.0, 1
+    share = min(0.75 * resources.cpus, reservable(resources.cpus)) / num_workers
+    threads = min(resources.cpus / num_workers, max(resources.node_cpus))
+    return max(MIN_RESERVATION, share), max(1, int(threads))

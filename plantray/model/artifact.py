@@ -70,11 +70,6 @@ class Artifact:
     def preset(self) -> EvalPreset:
         return EvalPreset.from_dict(self.card["input"])
 
-    @property
-    def identified_by(self) -> str:
-        """Darwin Core ``identifiedBy``: the model's name and version, e.g. 'plantray-resnet50 2026-11-27'."""
-        return f"{self.card['name']} {self.card['version']} (sha256:{self.sha256[:12]})"
-
     def build(self) -> torch.nn.Module:
         """The network with these weights, in eval mode, on CPU."""
         model = torchvision.models.get_model(self.card["arch"], weights=None)

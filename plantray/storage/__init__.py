@@ -15,6 +15,7 @@ from plantray.storage.fs import (
     holds_data,
     join,
     list_files,
+    open_for_write,
     read_bytes,
     remove,
     resolve,
@@ -23,4 +24,4 @@ from plantray.storage.fs import (
 )
 
 __all__ = ["HTTP_SCHEMES", "REMOTE_SCHEMES", "arrow_fs", "dirname", "exists", "get_fs", "holds_data", "join",
-           "list_files", "read_bytes", "remove", "resolve", "scheme", "write_bytes"]
+           "list_files", "open_for_write", "read_bytes", "remove", "resolve", "scheme", "write_bytes"]

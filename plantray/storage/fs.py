@@ -108,11 +108,16 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Writes an object whole, creating parent directories for local paths."""
+    with open_for_write(uri) as f:
+        f.write(data)
+
+
+def open_for_write(uri: str):
+    """A binary file object writing ``uri`` (parent directories created for local paths); use as a context."""
     fs, path = get_fs(uri)
     if scheme(uri) == "file":
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
+    return fs.open(path, "wb")
 
 
 def remove(uri: str) -> None:

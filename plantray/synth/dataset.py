@@ -8,7 +8,7 @@ over hue and cycle through shapes so that a small network learns the classes in 
 
 Layout under OUT (local directory or fsspec URI; every file goes through fsspec):
 ``{train,test,unseen}/<scientificName>/<NNNNNN>.jpg``, ``{split}.parquet`` manifests with
-``image_uri`` relative to OUT, ``labels.csv``, ``README.txt`` and ``config.json``.
+``image_uri`` relative to OUT, ``labels.csv``, ``README.txt`` and ``_plantray_run.json``.
 """
 
 from __future__ import annotations
@@ -18,20 +18,18 @@ import dataclasses
 import io
 import math
 import zlib
-from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from plantray.config import ConfigError, field, to_json
+from plantray.config import ConfigError
 from plantray.synth.drawing import TAGS, Species, render_image
 
 SPLITS = ("train", "test", "unseen")
 # Pl@ntNet-like organ mix, one weight per TAGS entry: flowers dominate, bark and stems are rarer.
 TAG_WEIGHTS = np.array([0.35, 0.2, 0.15, 0.1, 0.1, 0.1])
-MAX_SPECIES = 500
 MANIFEST_SCHEMA = pa.schema([
     ("image_uri", pa.string()), ("scientificName", pa.string()), ("genus", pa.string()),
     ("family", pa.string()), ("taxonID", pa.string()), ("tag", pa.string()),
@@ -62,49 +60,6 @@ EPITHETS = (
     "pyrenaica europaea gallica hispanica germanica angustifolia latifolia grandiflora parviflora elegans "
     "nigra campestris aquatica odorata pubescens petraea robur nana recta erecta verna autumnalis "
     "procumbens ramosa vesca scabra mollis rotundifolia sativa pendula virgata").split()
-
-
-@dataclass
-class SynthConfig:
-    """Options of the synthetic dataset generator (CLI flags are generated from these fields)."""
-
-    out: str = field(help="output directory or fsspec URI (s3://bucket/prefix); must be empty",
-                     positional=True)
-    species: int = field(8, help=f"number of species (2..{MAX_SPECIES})")
-    images_per_species: int = field(30, help="training images per species, before imbalance")
-    test_per_species: int = field(8, help="held-out test images per species")
-    unseen_per_species: int = field(4, help="images per species in the 'unseen' split (classification demo)")
-    seed: int = field(0, help="random seed; the same seed gives byte-identical output")
-    min_pixels: int = field(200_000, help="smallest image pixel count (the paper: 200K-600K)")
-    max_pixels: int = field(600_000, help="largest image pixel count")
-    min_aspect: float = field(0.5, help="smallest width/height ratio")
-    max_aspect: float = field(2.0, help="largest width/height ratio")
-    imbalance: float = field(0.0, help="long-tail exponent: species k gets ~n*(k+1)^-imbalance train images")
-    quality: int = field(90, help="JPEG quality (1..95)")
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raises ConfigError naming the first bad value and what is allowed."""
-        checks = [
-            (bool(self.out), "out must be a directory or URI, got an empty string"),
-            (2 <= self.species <= MAX_SPECIES, f"species={self.species}: use 2..{MAX_SPECIES}"),
-            (self.images_per_species >= 1, f"images_per_species={self.images_per_species}: use >= 1"),
-            (self.test_per_species >= 0, f"test_per_species={self.test_per_species}: use >= 0"),
-            (self.unseen_per_species >= 0, f"unseen_per_species={self.unseen_per_species}: use >= 0"),
-            (self.min_pixels >= 1024, f"min_pixels={self.min_pixels}: use >= 1024 so plants stay drawable"),
-            (self.min_pixels <= self.max_pixels,
-             f"min_pixels={self.min_pixels} > max_pixels={self.max_pixels}: swap or widen them"),
-            (self.min_aspect > 0, f"min_aspect={self.min_aspect}: use a ratio > 0"),
-            (self.min_aspect <= self.max_aspect,
-             f"min_aspect={self.min_aspect} > max_aspect={self.max_aspect}: swap them"),
-            (self.imbalance >= 0, f"imbalance={self.imbalance}: use 0 (balanced) or a positive exponent"),
-            (1 <= self.quality <= 95, f"quality={self.quality}: use a JPEG quality in 1..95"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
 
 
 def make_species(n: int, seed: int) -> list[Species]:
@@ -162,7 +117,7 @@ def _with_taxon_ids(species: list[Species]) -> list[Species]:
     return out
 
 
-def image_size(cfg: SynthConfig, rng: np.random.Generator) -> tuple[int, int]:
+def image_size(cfg, rng: np.random.Generator) -> tuple[int, int]:
     """(width, height) with pixel count uniform in [min_pixels, max_pixels], log-uniform aspect in bounds.
 
     Args:
@@ -183,7 +138,7 @@ def image_size(cfg: SynthConfig, rng: np.random.Generator) -> tuple[int, int]:
                       f"{cfg.min_aspect}..{cfg.max_aspect}: widen the pixel or aspect range")
 
 
-def split_counts(cfg: SynthConfig) -> dict[str, list[int]]:
+def split_counts(cfg) -> dict[str, list[int]]:
     """Images per species (label order) for each split; train is long-tailed when imbalance > 0."""
     n = cfg.images_per_species
     train = [max(min(2, n), round(n * (k + 1) ** -cfg.imbalance)) for k in range(cfg.species)]
@@ -202,7 +157,7 @@ def _open_out(out: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, root
 
 
-def _write_split(fs, root: str, cfg: SynthConfig, split: str, species: list[Species],
+def _write_split(fs, root: str, cfg, split: str, species: list[Species],
                  counts: list[int]) -> list[dict]:
     """Renders and writes one split's images; returns its manifest rows."""
     rows = []
@@ -226,8 +181,8 @@ def _write_split(fs, root: str, cfg: SynthConfig, split: str, species: list[Spec
     return rows
 
 
-def _write_tables(fs, root: str, cfg: SynthConfig, species: list[Species], totals: dict[str, int]) -> None:
-    """labels.csv, README.txt and config.json."""
+def _write_tables(fs, root: str, cfg, species: list[Species], totals: dict[str, int]) -> None:
+    """labels.csv and README.txt (the run record is written by the command)."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["scientificName", "genus", "family", "taxonID"])
@@ -242,10 +197,9 @@ def _write_tables(fs, root: str, cfg: SynthConfig, species: list[Species], total
         "this directory); labels.csv one row per species.\n\n"
         "Licence: CC0 1.0 (public domain dedication); the images are synthetic.\n")
     fs.pipe_file(f"{root}/README.txt", readme.encode())
-    fs.pipe_file(f"{root}/config.json", to_json(cfg).encode())
 
 
-def synthesize(cfg: SynthConfig) -> dict:
+def synthesize(cfg) -> dict:
     """Writes the synthetic dataset to ``cfg.out``; byte-identical output for the same config.
 
     Args:

@@ -35,12 +35,6 @@ def write_metrics(uri: str, history: list[dict]) -> None:
     storage.write_bytes(storage.join(uri, METRICS_CSV), buf.getvalue().encode())
 
 
-def read_metrics(uri: str) -> list[dict]:
-    """Reads ``metrics.jsonl`` from model directory ``uri``."""
-    text = storage.read_bytes(storage.join(uri, METRICS_JSONL)).decode()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 def plot_curve(uri: str, history: list[dict], title: str = "") -> None:
     """Draws loss and accuracy per epoch to ``training_curve.png`` under directory ``uri``.
 

@@ -6,9 +6,10 @@ import numpy as np
 import pyarrow as pa
 from ray.data import RandomSeedConfig
 
-from plantray.columns import SOURCE_COLUMN
-from plantray.images.augment import TrainPreset, augment_batch
-from plantray.images.presets import DEFAULT_MAX_BYTES, EvalPreset
+from plantray.columns import PIXELS, SCIENTIFIC_NAME, SOURCE_COLUMN, TAG
+from plantray.images.augment import SEED, TrainPreset, TrainView, upright_policy
+from plantray.images.loader import EvalView, LoadOptions, load_batch, stack_pixels
+from plantray.images.presets import EvalPreset
 from plantray.model.labels import Labels
 from plantray.sources import open_dataset
 
@@ -91,47 +92,78 @@ def class_weights(counts: list[int], mode: str) -> list[float]:
     return [w * scale for w in raw]
 
 
-def _eval_arrays(table: pa.Table, index: dict[str, int], size: int) -> dict[str, np.ndarray]:
-    """Decoded evaluation rows (``_pixels``/``error``) -> ``image``, ``label``, ``valid`` arrays."""
-    from plantray.columns import PIXELS
+def expand_rows(table: pa.Table, label_index: dict[str, int], repeats: dict[str, float] | None,
+                rng: np.random.Generator) -> pa.Table:
+    """Labelled rows, each repeated by class re-sampling, with a fresh per-row seed (:data:`SEED`).
 
-    names = table.column("scientificName").to_pylist()
-    keep = [i for i, n in enumerate(names) if n in index]
-    pixels = table.column(PIXELS).to_pylist()
+    Args:
+        table: rows with ``_source``, ``scientificName`` and optionally ``tag``.
+        label_index: scientificName -> class index; other rows (unlabelled, unknown) are dropped.
+        repeats: scientificName -> expected copies per epoch (Poisson draws); None = one each.
+        rng: this task's generator.
+    """
+    names = table.column(SCIENTIFIC_NAME).to_pylist()
+    copies = [0 if n not in label_index else 1 if repeats is None else int(rng.poisson(repeats[n])) for n in names]
+    table = table.take(np.repeat(np.arange(len(names)), copies))
+    return table.append_column(SEED, pa.array(rng.integers(0, 2**63, table.num_rows), pa.int64()))
+
+
+def to_arrays(table: pa.Table, label_index: dict[str, int], size: int) -> dict[str, np.ndarray]:
+    """Loaded rows (``_pixels``/``error``) -> ``image`` uint8 [N, S, S, 3], ``label`` int64, ``valid`` bool.
+
+    Unreadable images stay with ``valid=False`` (zero pixels) so the training loop counts them per epoch;
+    rows whose name is not in ``label_index`` are dropped.
+    """
+    names = table.column(SCIENTIFIC_NAME).to_pylist()
+    keep = [i for i, n in enumerate(names) if n in label_index]
+    table = table.take(keep)
+    pixels, rows = stack_pixels(table.column(PIXELS), (size, size, 3))
     images = np.zeros((len(keep), size, size, 3), np.uint8)
-    for j, i in enumerate(keep):
-        if pixels[i] is not None:
-            images[j] = np.frombuffer(pixels[i], np.uint8).reshape(size, size, 3)
-    return {"image": images, "label": np.array([index[names[i]] for i in keep], np.int64),
-            "valid": np.array([pixels[i] is not None for i in keep], bool)}
+    images[rows] = pixels
+    valid = np.zeros(len(keep), bool)
+    valid[rows] = True
+    return {"image": images, "label": np.array([label_index[names[i]] for i in keep], np.int64), "valid": valid}
 
 
-def val_arrays(ds, preset, index: dict[str, int], batch_size: int):
-    """The validation stream: evaluation preprocessing (as classify does it) -> arrays; unknown names dropped."""
-    from plantray.images.loader import decode_batch
+def augment_rows(table: pa.Table, view: TrainView, load: LoadOptions, label_index: dict[str, int],
+                 repeats: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """``map_batches`` stage of the training stream: rows -> augmented arrays (see :func:`to_arrays`)."""
+    rows = expand_rows(table, label_index, repeats, np.random.default_rng())  # fresh views every epoch
+    return to_arrays(load_batch(rows, view, load), label_index, view.preset.image_size)
 
-    ds = ds.map_batches(decode_batch, fn_args=(preset,), batch_size=batch_size, batch_format="pyarrow",
-                        num_cpus=0.25)
-    return ds.map_batches(_eval_arrays, fn_args=(index, preset.crop_size), batch_format="pyarrow", num_cpus=0.25)
+
+def eval_rows(table: pa.Table, view: EvalView, load: LoadOptions, label_index: dict[str, int]) -> dict[str, np.ndarray]:
+    """``map_batches`` stage of the validation stream: the model's evaluation preprocessing, as classify."""
+    return to_arrays(load_batch(table, view, load), label_index, view.preset.crop_size)
 
 
 def build_datasets(cfg, ds, labels: Labels, preset: TrainPreset, eval_preset: EvalPreset) -> dict:
     """The lazy training (and validation) datasets handed to Ray Train."""
     index = {n: i for i, n in enumerate(labels.names)}
+    load = LoadOptions(max_pixels=cfg.max_pixels)
     repeats = None
     if cfg.class_balance != "none" and cfg.balance_mode == "sample":
         weights = class_weights(labels.train_images, cfg.class_balance)
         repeats = {n: w for n, w in zip(labels.names, weights)}
-    keep = [c for c in (SOURCE_COLUMN, "scientificName", "tag") if c in ds.schema().names]
+    keep = [c for c in (SOURCE_COLUMN, SCIENTIFIC_NAME, TAG) if c in ds.schema().names]
     # Per-epoch shuffle without an all-to-all: block order re-seeded per execution, rows shuffled inside
     # each block of URIs (cheap), then the workers' local shuffle buffers mix the decoded images.
     seed = RandomSeedConfig(cfg.seed, reseed_after_execution=True)
     train = ds.select_columns(keep).randomize_block_order(seed=seed)
     train = train.map_batches(shuffle_rows, batch_size=None, batch_format="pyarrow", num_cpus=0.25)
-    train = train.map_batches(augment_batch, fn_args=(preset, index, repeats, DEFAULT_MAX_BYTES, cfg.max_pixels),
+    train = train.map_batches(augment_rows, fn_args=(TrainView(preset), load, index, repeats),
                               batch_size=cfg.decode_batch_size, batch_format="pyarrow", num_cpus=0.25)
     datasets = {"train": train}
     if cfg.val:
         val, _ = open_dataset(cfg.val, labels_from_dirs=True)
-        datasets["val"] = val_arrays(val, eval_preset, index, cfg.decode_batch_size)
+        datasets["val"] = val.map_batches(eval_rows, fn_args=(EvalView(eval_preset), load, index),
+                                          batch_size=cfg.decode_batch_size, batch_format="pyarrow", num_cpus=0.25)
     return datasets
+
+
+def build_presets(cfg) -> tuple[TrainPreset, EvalPreset]:
+    """The training augmentation and the evaluation preprocessing recorded in the card."""
+    train = TrainPreset(image_size=cfg.image_size, scale=(cfg.scale_min, 1.0), rotation=cfg.rotation,
+                        shear=cfg.shear, translate=cfg.translate, brightness=cfg.jitter, contrast=cfg.jitter,
+                        saturation=cfg.jitter, policy=upright_policy(cfg.upright_tags))
+    return train, EvalPreset(crop_size=cfg.image_size, resize_size=round(cfg.image_size * 256 / 224))

@@ -30,7 +30,7 @@ FAULT_MARKER = "_fault_injected"
 
 
 class InjectedFault(RuntimeError):
-    """Raised once by the ``fail_after_epoch`` test hook to exercise recovery."""
+    """Raised once by the test hook (``PLANTRAY_FAIL_AFTER_EPOCH``) to exercise recovery."""
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, backbone_scale: float, epochs: int):
@@ -186,7 +186,7 @@ def _maybe_fail(cfg: dict, epoch: int) -> None:
     if storage.exists(marker):
         return
     storage.write_bytes(marker, b"1")
-    raise InjectedFault(f"injected failure after epoch {epoch} (--fail-after-epoch)")
+    raise InjectedFault(f"injected failure after epoch {epoch} (PLANTRAY_FAIL_AFTER_EPOCH)")
 
 
 def _report(metrics: dict, model, optimizer, scheduler, epoch: int, history: list, save: bool) -> None:
@@ -205,7 +205,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     """Ray Train entry point: builds the model, restores the latest checkpoint, trains the remaining epochs.
 
     Args:
-        cfg: plain dict from :func:`plantray.train.loop_config` (arch, init, lr, epochs, class weights...).
+        cfg: plain dict from :func:`plantray.training.run.loop_config` (arch, init, lr, epochs, class weights...).
     """
     torch.manual_seed(cfg["seed"])  # same initial head on every worker (DDP also broadcasts rank 0's)
     np.random.seed(cfg["seed"])

@@ -7,8 +7,10 @@ a Ray queue and are logged as they arrive, so a long run shows progress before i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
 import threading
 from typing import Any
 
@@ -16,11 +18,19 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from plantray import storage
+from plantray import __version__, storage
+from plantray.config import to_json
+from plantray.images.augment import TrainPreset
+from plantray.images.presets import EvalPreset
+from plantray.model.artifact import make_card, save_artifact
+from plantray.model.labels import Labels
+from plantray.model.network import build_model
 from plantray.training import curves
+from plantray.training.data import class_weights
 from plantray.training.loop import CHECKPOINT_FILE, load_checkpoint, train_loop_per_worker
 
 log = logging.getLogger(__name__)
+FAIL_AFTER_EPOCH_ENV = "PLANTRAY_FAIL_AFTER_EPOCH"  # test hook, read on the driver (see loop_config)
 
 
 class _Progress(ray.train.UserCallback):
@@ -68,11 +78,11 @@ def run_trainer(cfg: Any, scaling_config: ray.train.ScalingConfig, datasets: dic
     """Runs TorchTrainer to completion.
 
     Args:
-        cfg: the job's :class:`plantray.train.TrainConfig` (``name``, ``epochs`` and ``max_failures`` are used).
-        scaling_config: workers and their resources, from :func:`plantray.train.scaling`.
+        cfg: the job's TrainConfig (``name``, ``epochs`` and ``max_failures`` are used).
+        scaling_config: workers and their resources (:func:`plantray.inference.planner.train_scaling`).
         datasets: the Ray datasets handed to the workers (``train``, optionally ``val``).
-        loop_cfg: the plain dict every worker receives (:func:`plantray.train.loop_config`).
-        where: the run's ``storage`` location, from :func:`plantray.train.validate`.
+        loop_cfg: the plain dict every worker receives (:func:`loop_config`).
+        where: the run's ``storage`` location, from :func:`plantray.commands.train.validate`.
     Returns:
         The final checkpoint's state and the number of epochs run by this call.
     """
@@ -98,3 +108,54 @@ def run_trainer(cfg: Any, scaling_config: ray.train.ScalingConfig, datasets: dic
         queue.shutdown()
     with result.checkpoint.as_directory() as d:
         return load_checkpoint(os.path.join(d, CHECKPOINT_FILE)), len(seen)
+
+
+def _fail_after_epoch() -> int | None:
+    value = os.environ.get(FAIL_AFTER_EPOCH_ENV)
+    return int(value) if value else None
+
+
+def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict, threads: int) -> dict:
+    """The plain dict every worker receives (from the job's TrainConfig ``cfg``).
+
+    The test suite makes worker 0 fail once after epoch N by setting ``PLANTRAY_FAIL_AFTER_EPOCH=N``
+    (:data:`FAIL_AFTER_EPOCH_ENV`) in the driver's environment; it is no user-facing flag.
+    """
+    weights = None
+    if cfg.class_balance != "none" and cfg.balance_mode == "loss":
+        weights = class_weights(labels.train_images, cfg.class_balance)
+    return {"arch": cfg.arch, "init": cfg.init, "num_classes": len(labels), "epochs": cfg.epochs, "lr": cfg.lr,
+            "backbone_lr_scale": 1.0 if cfg.init == "random" else cfg.backbone_lr_scale,
+            "batch_size": cfg.batch_size, "seed": cfg.seed, "shuffle_buffer": cfg.shuffle_buffer,
+            "checkpoint_every": cfg.checkpoint_every, "class_weights": weights, "use_gpu": cfg.use_gpu,
+            "mean": list(eval_preset.mean), "std": list(eval_preset.std), "has_val": bool(cfg.val),
+            "fail_after_epoch": _fail_after_epoch(), "run_dir": where["run_dir"], "threads": threads}
+
+
+def code_version() -> str:
+    """plantray's version plus the git commit of its source tree when there is one."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=os.path.dirname(__file__),
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def write_model(cfg, state: dict, labels: Labels, eval_preset: EvalPreset, preset: TrainPreset,
+                info: dict) -> dict:
+    """Saves the artifact, metrics and curve to the job's OUTPUT; returns the card."""
+    model, _ = build_model(cfg.arch, len(labels), "random")
+    model.load_state_dict(state["model"])
+    history = state["history"]
+    provenance = {**info.pop("provenance"), "trained": True}
+    card = make_card(cfg.arch, labels, eval_preset, provenance, name=cfg.model_name, version=cfg.model_version,
+                     training={"config": json.loads(to_json(cfg)), "augmentation": preset.to_dict(),
+                               "epochs": state["epoch"], "final_metrics": history[-1] if history else {}},
+                     data={"uri": cfg.data, "val": cfg.val, "license": cfg.data_license,
+                           "citation": cfg.data_citation, **info.pop("data")},
+                     code_version=code_version(), **info)
+    card = save_artifact(cfg.output, model, labels, card)
+    curves.write_metrics(cfg.output, history)
+    curves.plot_curve(cfg.output, history, title=f"{card['name']} ({cfg.name})")
+    return card

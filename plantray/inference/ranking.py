@@ -1,8 +1,23 @@
-"""Reporting an identification at the most specific rank its probability supports."""
+"""Ranking class probabilities, and reporting an identification at the most specific rank they support."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def top_k_indices(probs: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` most probable class indices per row, best first (ties: lower index first).
+
+    Args:
+        probs: ``[N, C]`` scores.
+        k: how many to keep (clamped to C).
+    Returns:
+        int64 ``[N, min(k, C)]``.
+    """
+    probs = np.asarray(probs)
+    k = min(k, probs.shape[1])
+    # A stable sort of -probs keeps the lower index first on ties: reproducible rankings.
+    return np.argsort(-probs, axis=1, kind="stable")[:, :k].astype(np.int64)
 
 
 def _group_sums(probs: np.ndarray, groups: list[str | None]) -> tuple[np.ndarray, list[str]]:

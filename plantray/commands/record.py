@@ -1,0 +1,46 @@
+"""The run record: one file name and one shape, written beside the output of every command.
+
+``_plantray_run.json`` holds ``{"command", "plantray_version", "started", "finished", "config",
+"summary"}``: the final config (every flag, defaults included) and the closing summary. Where it goes:
+in OUTPUT (classify, evaluate, train, model create, synth, quickstart), in
+``TABLE/_runs/<run_id>/`` (nightly) and inside the archive (export dwca).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from plantray import __version__
+from plantray.config import to_json
+
+RUN_RECORD = "_plantray_run.json"
+
+
+def utc_now() -> str:
+    """The current UTC time as ``YYYY-MM-DDTHH:MM:SSZ`` (``dateIdentified`` and run records)."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def run_record(command: str, cfg: Any, summary: dict, started: str) -> bytes:
+    """The record of one run as JSON bytes.
+
+    Args:
+        command: the subcommand, e.g. ``"classify"``.
+        cfg: the command's config dataclass.
+        summary: the closing summary.
+        started: when the run started (:func:`utc_now`).
+    """
+    record = {"command": command, "plantray_version": __version__, "started": started, "finished": utc_now(),
+              "config": json.loads(to_json(cfg)), "summary": summary}
+    return json.dumps(record, indent=2, default=str).encode()
+
+
+def write_run_record(directory: str, command: str, cfg: Any, summary: dict, started: str) -> str:
+    """Writes ``directory/_plantray_run.json``; returns its URI."""
+    from plantray import storage
+
+    uri = storage.join(directory, RUN_RECORD)
+    storage.write_bytes(uri, run_record(command, cfg, summary, started))
+    return uri
