@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint bench clean
+.PHONY: quickstart test test-unit lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ lint: $(STAMP)
 
 test: lint
 	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest -q -rs tests
+
+# The fast subset: pure functions, no Ray, no servers (seconds).
+test-unit: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests/unit
 
 bench: $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[test,bench]'

@@ -73,11 +73,11 @@ def _model_labels(uris: list[str], artifacts: list) -> list[str]:
     return [f"{a.card['name']}#{i + 1}" for i, a in enumerate(artifacts)]
 
 
-def validate(cfg: EvaluateConfig) -> tuple[list, list]:
+def validate(cfg: EvaluateConfig) -> tuple[list, list, list[int]]:
     """Checks everything checkable before work: flags, models, test sets and their label filters.
 
     Returns:
-        (one :class:`~plantray.evaluation.score.ModelRun` per model, the test sets).
+        (one :class:`~plantray.evaluation.score.ModelRun` per model, the test sets, the Top-k reported).
     Raises:
         ConfigError: naming the bad value and the fix.
     """
@@ -108,7 +108,7 @@ def validate(cfg: EvaluateConfig) -> tuple[list, list]:
                 raise ConfigError(f"--test {t.name}={t.uri}: none of its {len(t.counts)} labels is known to model "
                                   f"{uri!r}; check that scientificName spellings match the model's labels.csv")
         runs.append(ModelRun(label, uri, art, filters))
-    return runs, tests
+    return runs, tests, report_ks(cfg.top_k)
 
 
 def predictions(cfg: EvaluateConfig, run, tests: list, plan):
@@ -142,8 +142,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     from plantray.images.crops import n_crops
     from plantray.inference.planner import Resources, plan_inference
 
-    runs, tests = validate(cfg)
-    ks = report_ks(cfg.top_k)
+    runs, tests, ks = validate(cfg)
     ensure_ray(cfg.dashboard)
     plan = plan_inference(cfg, Resources.of_cluster(), crops=n_crops(cfg.tta))
     log.info("evaluate plan: %s", plan)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from plantray import columns as col
 from plantray import storage
 from plantray.config import ConfigError
 from plantray.darwincore.terms import identification_id, identification_remarks
@@ -24,7 +25,7 @@ IDENTIFICATION_TERMS = {"identificationID": DWC, "scientificName": DWC, "taxonRa
                         "family": DWC, "genus": DWC, "identifiedBy": DWC, "dateIdentified": DWC,
                         "identificationRemarks": DWC, "identificationVerificationStatus": DWC,
                         "identificationReferences": DWC, "license": DCT, "rightsHolder": DCT, "creator": DCT}
-REQUIRED = ("image_uri", "scientificName", "error")
+REQUIRED = (col.IMAGE_URI, col.SCIENTIFIC_NAME, col.ERROR)
 _BATCH_ROWS = 10_000
 
 
@@ -46,7 +47,7 @@ def open_predictions(uri: str) -> tuple[pads.Dataset, str]:
         raise ConfigError(f"PREDICTIONS {uri!r} is not a Parquet dataset ({e})") from None
     names = dataset.schema.names
     missing = [c for c in REQUIRED if c not in names]
-    key = next((k for k in ("gbifID", "occurrenceID") if k in names), None)
+    key = next((k for k in (col.GBIF_ID, col.OCCURRENCE_ID) if k in names), None)
     if missing or key is None:
         raise ConfigError(f"PREDICTIONS {uri!r} lacks {missing or ['gbifID or occurrenceID']}: "
                           "export needs plantray classify output of a Darwin Core Archive or a manifest with "
@@ -58,7 +59,7 @@ def _batches(dataset: pads.Dataset, columns: list[str]):
     """Successful prediction rows as pylist dicts, batch by batch, plus each batch's failed-row count."""
     present = [c for c in columns if c in dataset.schema.names]
     for batch in dataset.to_batches(columns=present, batch_size=_BATCH_ROWS):
-        ok = pc.fill_null(pc.equal(batch.column("error"), ""), True)  # null or "" error: classified
+        ok = pc.fill_null(pc.equal(batch.column(col.ERROR), ""), True)  # null or "" error: classified
         kept = pa.Table.from_batches([batch]).filter(ok)
         yield kept.to_pylist(), batch.num_rows - kept.num_rows
 
@@ -78,9 +79,9 @@ def _line(values: list) -> bytes:
 def _identification(row: dict) -> dict:
     """Darwin Core Identification terms for one prediction row (computing those classify did not add)."""
     rank = row.get("taxonRank") or "species"
-    ident = {**row, "taxonRank": rank, "identificationReferences": row["image_uri"]}
+    ident = {**row, "taxonRank": rank, "identificationReferences": row[col.IMAGE_URI]}
     if not row.get("identificationID"):
-        ident["identificationID"] = identification_id(row.get("model_sha256") or "", row["image_uri"])
+        ident["identificationID"] = identification_id(row.get(col.MODEL_SHA256) or "", row[col.IMAGE_URI])
     if not row.get("identificationRemarks") and row.get("confidence") is not None:
         ident["identificationRemarks"] = identification_remarks(
             float(row["confidence"]), rank, row.get("model_name") or "model", row.get("model_version") or "")
@@ -94,7 +95,7 @@ def _write_core(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str, terms: lis
     failed = 0
     with zf.open("occurrence.txt", "w", force_zip64=True) as f:
         f.write(_line([key, *terms]))
-        for rows, bad in _batches(dataset, [key, *terms, "error"]):
+        for rows, bad in _batches(dataset, [key, *terms, col.ERROR]):
             failed += bad
             for row in rows:
                 if row[key] is None or row[key] in seen:
@@ -106,7 +107,7 @@ def _write_core(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str, terms: lis
 
 def _write_identifications(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str) -> tuple[int, set]:
     """Writes identification.txt; returns (identifications, distinct (model, version, sha) tuples)."""
-    columns = [key, "image_uri", "confidence", "model_name", "model_version", "model_sha256", "error",
+    columns = [key, col.IMAGE_URI, col.CONFIDENCE, col.MODEL_NAME, col.MODEL_VERSION, col.MODEL_SHA256, col.ERROR,
                *IDENTIFICATION_TERMS]
     models: set = set()
     count = 0

@@ -6,6 +6,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plantray import columns as col
 from plantray.darwincore.terms import _failed
 
 
@@ -42,7 +43,7 @@ def mean_topk(names_per_image: list[list[str]], confs_per_image: list[list[float
 
 def _aggregate_group(group: pa.Table, key: str, top_k: int, schema: pa.Schema) -> pa.Table:
     """map_groups function: one occurrence's image predictions -> one occurrence row."""
-    errors = group.column("error").to_pylist()
+    errors = group.column(col.ERROR).to_pylist()
     ok = [i for i, e in enumerate(errors) if not _failed(e)]
     names_col = group.column("topk_scientificName").to_pylist()
     confs_col = group.column("topk_confidence").to_pylist()
@@ -65,7 +66,7 @@ def _write_empty(uri: str, schema: pa.Schema) -> None:
         pq.write_table(schema.empty_table(), f)
 
 
-def aggregate_occurrences(predictions_path: str, out_path: str, top_k: int = 5, key: str = "gbifID") -> dict:
+def aggregate_occurrences(predictions_path: str, out_path: str, top_k: int = 5, key: str = col.GBIF_ID) -> dict:
     """Combines per-image predictions into one identification per occurrence, with Ray Data.
 
     Each occurrence's probabilities are the mean over its successfully classified images, computed from
@@ -86,7 +87,7 @@ def aggregate_occurrences(predictions_path: str, out_path: str, top_k: int = 5, 
 
     if top_k < 1:
         raise ValueError(f"top_k={top_k!r} is invalid: use 1 or more")
-    columns = [key, "topk_scientificName", "topk_confidence", "error"]
+    columns = [key, col.TOPK_NAMES, col.TOPK_CONFIDENCE, col.ERROR]
     ds = ray.data.read_parquet(predictions_path)
     schema_in = ds.schema()
     missing = [c for c in columns if c not in schema_in.names]

@@ -83,8 +83,8 @@ def dwc_columns(batch: dict[str, np.ndarray], model_card: dict, now_iso: str) ->
         The batch with the added columns (object arrays with None for nulls).
     """
     name, version, sha = _model_terms(model_card)
-    uris = batch["image_uri"]
-    failed = np.array([_failed(e) for e in batch["error"]], dtype=bool)
+    uris = batch[col.IMAGE_URI]
+    failed = np.array([_failed(e) for e in batch[col.ERROR]], dtype=bool)
     ranks = batch.get("taxonRank", np.full(len(uris), "species", dtype=object))
     by = f"{_display_name(name)} {version} (sha256:{sha[:12]})"
 

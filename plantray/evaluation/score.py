@@ -15,12 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from plantray import storage
-from plantray.columns import ERROR
+from plantray.columns import ERROR, SCIENTIFIC_NAME, TAG, TOPK_NAMES
 from plantray.evaluation import metrics
 from plantray.model.artifact import Artifact
 from plantray.model.labels import Labels
 
-_SCORE_COLUMNS = ["test_set", "scientificName", "tag", "topk_scientificName", "predicted_genus", "true_genus",
+_SCORE_COLUMNS = ["test_set", SCIENTIFIC_NAME, TAG, TOPK_NAMES, "predicted_genus", "true_genus",
                   "predicted_family", "true_family", ERROR]
 
 
@@ -64,7 +64,7 @@ def score_test(table: pa.Table | None, name: str, labels: Labels, ks: list[int],
     ranked = np.array(rows, dtype=object).reshape(len(rows), -1) if rows else np.empty((0, 1), object)
     col = ok.column
     result = metrics.score(
-        ranked, col("scientificName").to_pylist(), ks, tags=col("tag").to_pylist(),
+        ranked, col(SCIENTIFIC_NAME).to_pylist(), ks, tags=col(TAG).to_pylist(),
         predicted_genus=col("predicted_genus").to_pylist() if labels.has_genus else None,
         true_genus=col("true_genus").to_pylist(),
         predicted_family=col("predicted_family").to_pylist() if labels.has_family else None,

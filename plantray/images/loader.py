@@ -141,7 +141,8 @@ def load_batch(table: pa.Table, view: View, options: LoadOptions = LoadOptions()
         a reason from :mod:`plantray.reasons`).
     """
     uris = table.column(SOURCE_COLUMN).to_pylist()
-    rows = table.select(list(view.columns)).to_pylist() if view.columns else [{}] * len(uris)
+    present = [c for c in view.columns if c in table.column_names]  # e.g. no ``tag`` column: row.get -> None
+    rows = table.select(present).to_pylist() if present else [{}] * len(uris)
 
     def load(i: int) -> tuple[bytes | None, str | None]:
         return load_one(uris[i], rows[i], view, options)
@@ -173,5 +174,5 @@ def stack_pixels(pixels: pa.Array | pa.ChunkedArray, shape: tuple[int, ...]) -> 
     valid = np.flatnonzero(pixels.is_valid().to_numpy(zero_copy_only=False))
     if len(valid) == 0:
         return np.zeros((0, *per_row), np.uint8), valid
-    data = b"".join(pixels.take(pa.array(valid)).to_pylist())
+    data = bytearray().join(pixels.take(pa.array(valid)).to_pylist())  # writable: torch takes it without a copy
     return np.frombuffer(data, np.uint8).reshape(len(valid) * n, *per_row), valid

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 from ray.data import RandomSeedConfig
 
-from plantray.columns import PIXELS, SCIENTIFIC_NAME, SOURCE_COLUMN, TAG
+from plantray.columns import FAMILY, GENUS, PIXELS, SCIENTIFIC_NAME, SOURCE_COLUMN, TAG, TAXON_ID
 from plantray.images.augment import SEED, TrainPreset, TrainView, upright_policy
 from plantray.images.loader import EvalView, LoadOptions, load_batch, stack_pixels
 from plantray.images.presets import EvalPreset
@@ -19,7 +19,7 @@ def shuffle_rows(table: pa.Table) -> pa.Table:
     return table.take(np.random.default_rng().permutation(table.num_rows))
 
 
-LABEL_KEYS = ("scientificName", "genus", "family", "taxonID")
+LABEL_KEYS = (SCIENTIFIC_NAME, GENUS, FAMILY, TAXON_ID)
 
 
 def _label_columns(table: pa.Table, keys: list[str]) -> pa.Table:
@@ -47,7 +47,7 @@ def scan_labels(ds, uri: str):
     schema = ds.schema()
     if schema is None:
         raise ConfigError(f"--data {uri!r} holds no images; point it at a non-empty manifest or tree")
-    if "scientificName" not in schema.names:
+    if SCIENTIFIC_NAME not in schema.names:
         raise ConfigError(f"--data {uri!r} has no scientificName column (columns: {schema.names[:10]}); add the "
                           "labels or use an ImageFolder tree <root>/<scientificName>/*.jpg")
     keys = [k for k in LABEL_KEYS if k in schema.names]
@@ -55,7 +55,7 @@ def scan_labels(ds, uri: str):
     counts: dict[str, int] = {}
     extra: dict[str, dict[str, tuple[int, str]]] = {}
     for row in groups.groupby(keys).count().take_all():  # one row per (species, genus, ...): thousands at most
-        name, n = row["scientificName"], row["count()"]
+        name, n = row[SCIENTIFIC_NAME], row["count()"]
         counts[name] = counts.get(name, 0) + n
         for k in keys[1:]:  # the most frequent genus/family/taxonID of a name wins
             if row[k] and n > extra.setdefault(name, {}).get(k, (0, ""))[0]:
