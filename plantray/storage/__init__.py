@@ -6,21 +6,27 @@ their own.
 """
 
 from plantray.storage.fs import (
+    DEFAULT_MAX_BYTES,
     HTTP_SCHEMES,
     REMOTE_SCHEMES,
+    MissingFilesystem,
     arrow_fs,
+    check_scheme,
     dirname,
     exists,
     get_fs,
     holds_data,
     join,
     list_files,
+    makedirs,
     read_bytes,
     remove,
     resolve,
     scheme,
     write_bytes,
+    write_many,
 )
 
-__all__ = ["HTTP_SCHEMES", "REMOTE_SCHEMES", "arrow_fs", "dirname", "exists", "get_fs", "holds_data", "join",
-           "list_files", "read_bytes", "remove", "resolve", "scheme", "write_bytes"]
+__all__ = ["DEFAULT_MAX_BYTES", "HTTP_SCHEMES", "REMOTE_SCHEMES", "MissingFilesystem", "arrow_fs", "check_scheme",
+           "dirname", "exists", "get_fs", "holds_data", "join", "list_files", "makedirs", "read_bytes", "remove",
+           "resolve", "scheme", "write_bytes", "write_many"]
