@@ -101,12 +101,24 @@ def _fresh_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
+class _ObjectStoreHandler(pafs.FSSpecHandler):
+    """pyarrow's fsspec bridge, where deleting a directory that holds no objects succeeds.
+
+    Object stores have no empty directories: ``create_dir`` makes nothing, so Ray Data's clean-up of an
+    output that received no rows (``delete_dir``) would otherwise fail with FileNotFoundError.
+    """
+
+    def delete_dir(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            super().delete_dir(path)
+
+
 def arrow_fs(uri: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem (for Ray Data readers/writers and pyarrow) and the path for ``uri``."""
     fs, path = get_fs(uri)
     if scheme(uri) == "file":
         return pafs.LocalFileSystem(), path
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+    return pafs.PyFileSystem(_ObjectStoreHandler(fs)), path
 
 
 def join(base: str, *parts: str) -> str:
