@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from plantray.storage import MissingFilesystem  # imported only to run: it loads fsspec and pyarrow
+
     try:
         run(args._job, args)
-    except ConfigError as e:
+    except (ConfigError, MissingFilesystem) as e:  # a URI whose filesystem package is missing is configuration
         print(f"plantray {args._job}: error: {e}", file=sys.stderr)
         return 2
     return 0

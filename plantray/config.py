@@ -16,6 +16,8 @@ import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+# One byte cap for local, object-store and HTTP reads (--max-bytes); here so every layer shares one default.
+DEFAULT_MAX_BYTES = 64 * 1024**2
 
 
 class ConfigError(ValueError):

@@ -133,3 +133,30 @@ def test_aggregate_empty_predictions(ray_session, tmp_path):
     counts = aggregate_occurrences(str(tmp_path / "p.parquet"), str(tmp_path / "o"))
     assert counts == {"occurrences": 0, "images_used": 0, "images_failed": 0}
     assert pq.read_table(tmp_path / "o").num_rows == 0
+
+
+def test_aggregate_occurrences_on_s3(ray_session, s3):
+    prefix = f"plantray-test/occ-{uuid.uuid4().hex[:8]}"
+    with s3.open(f"{prefix}/predictions/part-0.parquet", "wb") as f:
+        pq.write_table(_predictions([(1, ["A", "B"], [0.5, 0.25], None), (1, ["B"], [0.75], None),
+                                     (2, None, None, "timeout")]), f)
+    counts = aggregate_occurrences(f"s3://{prefix}/predictions", f"s3://{prefix}/occ", top_k=2)
+    assert counts == {"occurrences": 2, "images_used": 2, "images_failed": 1}
+    s3.invalidate_cache()
+    parts = [p for p in s3.find(f"{prefix}/occ") if p.endswith(".parquet")]
+    rows = {r["gbifID"]: r for p in parts for r in pq.read_table(s3.open(p, "rb")).to_pylist()}
+    # Occurrence 1: B (0.25 + 0.75) / 2 = 0.5, A (0.5 + 0) / 2 = 0.25.
+    assert rows[1]["topk_scientificName"] == ["B", "A"]
+    assert rows[1]["topk_confidence"] == pytest.approx([0.5, 0.25])
+    assert (rows[2]["images_used"], rows[2]["images_failed"]) == (0, 1)
+
+
+def test_aggregate_empty_predictions_on_s3(ray_session, s3):
+    prefix = f"plantray-test/occ-empty-{uuid.uuid4().hex[:8]}"
+    with s3.open(f"{prefix}/p.parquet", "wb") as f:
+        pq.write_table(_predictions([(1, ["A"], [0.5], None)]).slice(0, 0), f)
+    counts = aggregate_occurrences(f"s3://{prefix}/p.parquet", f"s3://{prefix}/o")
+    assert counts == {"occurrences": 0, "images_used": 0, "images_failed": 0}
+    s3.invalidate_cache()
+    empty = pq.read_table(s3.open(f"{prefix}/o/part-empty.parquet", "rb"))
+    assert empty.num_rows == 0 and "scientificName" in empty.schema.names

@@ -8,13 +8,15 @@ import pickle
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
 
-from plantray.storage.http import FetchConfig, FetchError, HttpFetcher, fetch_many, parse_retry_after
+from plantray.images.presets import DEFAULT_MAX_BYTES
+from plantray.storage.http import FetchConfig, FetchError, HttpFetcher, parse_retry_after
 
 
 def _jpeg() -> bytes:
@@ -95,6 +97,8 @@ def _handler(state: _State):
                 time.sleep(2)
             elif p == "/page.html":
                 self._send(200, b"<html>hi</html>", "text/html; charset=utf-8")
+            elif p == "/empty":
+                self._send(200, b"")
             elif p == "/big":
                 self._send(200, b"x" * 10_000)
             elif p == "/big-nolength":  # HTTP/1.0 close-delimited body: only streaming can catch it
@@ -143,6 +147,18 @@ def _reason(fetcher: HttpFetcher, url: str) -> str:
     return info.value.reason
 
 
+def _fetch_all(fetcher: HttpFetcher, urls: list[str], threads: int) -> list:
+    """Drives ``fetcher.fetch`` from a thread pool as a batch stage does: bytes or the FetchError, in order."""
+    def one(url: str):
+        try:
+            return fetcher.fetch(url)
+        except FetchError as err:
+            return err
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, urls))
+
+
 def test_jpeg_bytes_and_user_agent(server):
     base, state = server
     assert _fetcher().fetch(base + "/img.jpg") == JPEG
@@ -182,14 +198,29 @@ def test_timeout(server, path):
 
 def test_html_is_not_an_image(server):
     base, state = server
-    assert _reason(_fetcher(), base + "/page.html") == "not an image (text/html)"
+    assert _reason(_fetcher(), base + "/page.html") == "not an image"
     assert state.count("/page.html") == 1
 
 
 @pytest.mark.parametrize("path", ["/big", "/big-nolength"])
 def test_too_large(server, path):
     base, _ = server
-    assert _reason(_fetcher(max_bytes=1000), base + path) == "too large"
+    assert _reason(_fetcher(max_bytes=1000), base + path) == "file too large"
+
+
+def test_body_at_the_cap_passes(server):
+    base, _ = server
+    assert _fetcher(max_bytes=10_000).fetch(base + "/big") == b"x" * 10_000
+
+
+def test_empty_body_is_an_empty_file(server):
+    base, _ = server
+    assert _reason(_fetcher(), base + "/empty") == "empty file"
+
+
+def test_default_cap_is_the_one_byte_cap():
+    # The same 64 MiB as local and object-store reads, so one --max-bytes governs every source.
+    assert FetchConfig().max_bytes == DEFAULT_MAX_BYTES == 64 * 1024**2
 
 
 def test_redirects_followed_and_bounded(server):
@@ -210,17 +241,17 @@ def test_per_host_cap(server):
     base, state = server
     fetcher = _fetcher(per_host=2)
     urls = [f"{base}/hold/{i}" for i in range(6)]
-    results = fetch_many(fetcher, urls, max_workers=6)
+    results = _fetch_all(fetcher, urls, threads=6)
     assert results == [JPEG] * 6
     assert state.peak == 2  # reached, never exceeded
 
 
-def test_fetch_many_keeps_order_and_errors(server):
+def test_threaded_fetches_keep_order_and_errors(server):
     base, _ = server
-    results = fetch_many(_fetcher(retries=0), [base + "/img.jpg", base + "/missing", base + "/page.html"], 3)
+    results = _fetch_all(_fetcher(retries=0), [base + "/img.jpg", base + "/missing", base + "/page.html"], 3)
     assert results[0] == JPEG
-    assert [r.reason for r in results[1:]] == ["http 404", "not an image (text/html)"]
-    assert fetch_many(_fetcher(), [], 4) == []
+    assert [r.reason for r in results[1:]] == ["http 404", "not an image"]
+    assert _fetch_all(_fetcher(), [], 4) == []
 
 
 def test_pickled_fetcher_still_works(server):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import fsspec
+import io
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plantray import columns as col
+from plantray import storage
 from plantray.darwincore.terms import _failed
 
 
@@ -54,16 +56,17 @@ def _aggregate_group(group: pa.Table, key: str, top_k: int, schema: pa.Schema) -
     return pa.Table.from_pydict(row, schema=schema)
 
 
-def _has_files(uri: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs.exists(path) and bool(fs.ls(path))
-
-
 def _write_empty(uri: str, schema: pa.Schema) -> None:
-    fs, path = fsspec.core.url_to_fs(uri)
-    fs.makedirs(path, exist_ok=True)
-    with fs.open(f"{path.rstrip('/')}/part-empty.parquet", "wb") as f:
-        pq.write_table(schema.empty_table(), f)
+    buf = io.BytesIO()
+    pq.write_table(schema.empty_table(), buf)
+    storage.write_bytes(storage.join(uri, "part-empty.parquet"), buf.getvalue())
+
+
+def _read_parquet(uri: str, columns: list[str] | None = None):
+    import ray
+
+    fs, path = storage.arrow_fs(uri)  # storage's filesystem: S3-compatible endpoints included
+    return ray.data.read_parquet(path, filesystem=fs, columns=columns)
 
 
 def aggregate_occurrences(predictions_path: str, out_path: str, top_k: int = 5, key: str = col.GBIF_ID) -> dict:
@@ -83,12 +86,10 @@ def aggregate_occurrences(predictions_path: str, out_path: str, top_k: int = 5, 
     Returns:
         ``{"occurrences": ..., "images_used": ..., "images_failed": ...}``.
     """
-    import ray
-
     if top_k < 1:
         raise ValueError(f"top_k={top_k!r} is invalid: use 1 or more")
     columns = [key, col.TOPK_NAMES, col.TOPK_CONFIDENCE, col.ERROR]
-    ds = ray.data.read_parquet(predictions_path)
+    ds = _read_parquet(predictions_path)
     schema_in = ds.schema()
     missing = [c for c in columns if c not in schema_in.names]
     if missing:
@@ -99,12 +100,13 @@ def aggregate_occurrences(predictions_path: str, out_path: str, top_k: int = 5, 
     schema = _occurrence_schema(key_type, key)
     kwargs = {"key": key, "top_k": top_k, "schema": schema}
     grouped = ds.groupby(key).map_groups(_aggregate_group, batch_format="pyarrow", fn_kwargs=kwargs)
-    grouped.write_parquet(out_path)
-    if not _has_files(out_path):  # no predictions: still leave a readable, empty table with the schema
+    out_fs, out_dir = storage.arrow_fs(out_path)
+    grouped.write_parquet(out_dir, filesystem=out_fs)
+    if not storage.holds_data(out_path):  # no predictions: still leave a readable, empty table with the schema
         _write_empty(out_path, schema)
         return {"occurrences": 0, "images_used": 0, "images_failed": 0}
     # Counting re-reads two small columns of the output rather than holding anything on the driver.
-    written = ray.data.read_parquet(out_path, columns=["images_used", "images_failed"])
+    written = _read_parquet(out_path, columns=["images_used", "images_failed"])
     occurrences = written.count()
     totals = written.sum(["images_used", "images_failed"]) if occurrences else {}
     return {"occurrences": occurrences, "images_used": int(totals.get("sum(images_used)") or 0),

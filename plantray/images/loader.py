@@ -18,7 +18,6 @@ from PIL import Image
 
 from plantray import reasons, storage
 from plantray.columns import ERROR, PIXELS, SOURCE_COLUMN
-from plantray.config import ConfigError
 from plantray.images.decode import ImageError, center_crop, open_image, resize_shorter
 from plantray.images.presets import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EvalPreset
 from plantray.storage.http import FetchConfig, FetchError, HttpFetcher
@@ -109,7 +108,7 @@ def read_image(uri: str, options: LoadOptions = LoadOptions()) -> bytes:
         raise ImageError(reasons.NOT_FOUND) from None
     except PermissionError:
         raise ImageError(reasons.PERMISSION_DENIED) from None
-    except ConfigError:
+    except storage.MissingFilesystem:
         raise ImageError(f"{reasons.UNSUPPORTED_SCHEME} {proto} ({reasons.MISSING_FILESYSTEM})") from None
     except OSError as e:
         raise ImageError(f"{reasons.READ_ERROR}: {type(e).__name__}") from None

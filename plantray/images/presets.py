@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from plantray.config import DEFAULT_MAX_BYTES  # noqa: F401 (the loader's default, with the pixel cap below)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DEFAULT_MAX_PIXELS = 100_000_000  # above this an image is refused as a decompression bomb
 
-DEFAULT_MAX_BYTES = 64 * 1024**2
 # Test-time crops (plantray.images.crops): here so that the CLI lists them without importing the imaging stack.
 TTA_MODES = ("none", "center", "ten-crop", "random-ten-crop")
 

@@ -6,22 +6,28 @@ their own.
 """
 
 from plantray.storage.fs import (
+    DEFAULT_MAX_BYTES,
     HTTP_SCHEMES,
     REMOTE_SCHEMES,
+    MissingFilesystem,
     arrow_fs,
+    check_scheme,
     dirname,
     exists,
     get_fs,
     holds_data,
     join,
     list_files,
+    makedirs,
     open_for_write,
     read_bytes,
     remove,
     resolve,
     scheme,
     write_bytes,
+    write_many,
 )
 
-__all__ = ["HTTP_SCHEMES", "REMOTE_SCHEMES", "arrow_fs", "dirname", "exists", "get_fs", "holds_data", "join",
-           "list_files", "open_for_write", "read_bytes", "remove", "resolve", "scheme", "write_bytes"]
+__all__ = ["DEFAULT_MAX_BYTES", "HTTP_SCHEMES", "REMOTE_SCHEMES", "MissingFilesystem", "arrow_fs", "check_scheme",
+           "dirname", "exists", "get_fs", "holds_data", "join", "list_files", "makedirs", "open_for_write",
+           "read_bytes", "remove", "resolve", "scheme", "write_bytes", "write_many"]

@@ -1,23 +1,48 @@
-"""URIs, filesystems and inputs: local paths, s3://, gs://, http(s):// and manifests.
+"""URIs and filesystems: local paths, s3://, gs:// and every other fsspec URI, through one door.
 
 Every path a user gives is a URI that fsspec understands. S3-compatible stores (MinIO, Ceph, the
-tests' moto server) are reached through the standard ``AWS_ENDPOINT_URL`` and credentials variables.
+tests' moto server) are reached through the standard ``AWS_ENDPOINT_URL`` and credentials variables,
+which only the filesystems made here honour: the rest of plantray reads and writes through these
+functions, never through fsspec or ``pyarrow.fs`` directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import posixpath
+import uuid
 from urllib.parse import urlparse
 
 import fsspec
 import pyarrow.fs as pafs
 
-from plantray.config import ConfigError
+from plantray.config import DEFAULT_MAX_BYTES  # noqa: F401 (storage.DEFAULT_MAX_BYTES: one cap for every read)
 
 REMOTE_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 HTTP_SCHEMES = {"http", "https"}
+# The pip package behind each object-store scheme (fsspec names only the module that failed to import).
+_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+             "abfss": "adlfs"}
+
+
+class MissingFilesystem(ValueError):
+    """The fsspec filesystem of a URI's scheme is not installed (``gs://`` without gcsfs, ...).
+
+    Attributes:
+        scheme: the URI scheme.
+        package: the package to install.
+    """
+
+    def __init__(self, scheme: str, package: str):
+        super().__init__(f"{scheme}:// needs the {package} package, which is not installed: "
+                         f"pip install {package}")
+        self.scheme = scheme
+        self.package = package
+
+    def __reduce__(self):  # picklable across Ray processes despite the two-argument constructor
+        return type(self), (self.scheme, self.package)
 
 
 def scheme(uri: str) -> str:
@@ -26,38 +51,74 @@ def scheme(uri: str) -> str:
     return parsed.scheme.lower() if len(parsed.scheme) > 1 else "file"
 
 
-def _storage_options(proto: str) -> dict:
-    """Explicit endpoint for s3fs, so S3-compatible stores work whatever the botocore version."""
+def _filesystem(proto: str) -> fsspec.AbstractFileSystem:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if proto in ("s3", "s3a") and endpoint:
-        return {"client_kwargs": {"endpoint_url": endpoint}}
-    return {}
+    # Keyed by the endpoint too, so a process that changes AWS_ENDPOINT_URL does not keep the old client.
+    return _cached_fs(proto, endpoint if proto in ("s3", "s3a") else None)
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_fs(proto: str) -> fsspec.AbstractFileSystem:
+def _cached_fs(proto: str, endpoint: str | None) -> fsspec.AbstractFileSystem:
+    # An explicit endpoint for s3fs, so S3-compatible stores work whatever the botocore version.
+    options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
     try:
-        return fsspec.filesystem(proto, **_storage_options(proto))
+        return fsspec.filesystem(proto, **options)
     except ImportError as e:
         # e.g. gs:// needs gcsfs, az:// needs adlfs: say which package, not a traceback.
-        raise ConfigError(f"{proto}:// needs an extra package ({e}); pip install it into the environment") from None
+        module = getattr(e.__cause__, "name", None) or getattr(e, "name", None) or proto
+        raise MissingFilesystem(proto, _PACKAGES.get(proto, module.split(".")[0])) from None
+
+
+def check_scheme(uri: str) -> None:
+    """Checks that ``uri``'s filesystem can be made, so a command can refuse a URI before any work.
+
+    Args:
+        uri: any URI or local path.
+    Raises:
+        MissingFilesystem: the scheme's fsspec package is not installed.
+        ValueError: fsspec knows no filesystem for the scheme.
+    """
+    _filesystem(scheme(uri))
 
 
 def get_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Returns the (cached) fsspec filesystem for ``uri`` and the path within it."""
+    """The (cached) fsspec filesystem for ``uri`` and the path within it.
+
+    Raises:
+        MissingFilesystem: the scheme's fsspec package is not installed.
+    """
     proto = scheme(uri)
     if proto == "file":
-        return _cached_fs("file"), os.path.abspath(uri.removeprefix("file://"))
-    fs = _cached_fs(proto)
+        return _filesystem("file"), os.path.abspath(uri.removeprefix("file://"))
+    fs = _filesystem(proto)
     return fs, fs._strip_protocol(uri)
 
 
+def _fresh_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """:func:`get_fs`, forgetting cached listings: other processes (Ray workers) may have written since."""
+    fs, path = get_fs(uri)
+    fs.invalidate_cache(path)
+    return fs, path
+
+
+class _ObjectStoreHandler(pafs.FSSpecHandler):
+    """pyarrow's fsspec bridge, where deleting a directory that holds no objects succeeds.
+
+    Object stores have no empty directories: ``create_dir`` makes nothing, so Ray Data's clean-up of an
+    output that received no rows (``delete_dir``) would otherwise fail with FileNotFoundError.
+    """
+
+    def delete_dir(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            super().delete_dir(path)
+
+
 def arrow_fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem (for Ray Data readers/writers) and path for ``uri``."""
+    """A pyarrow filesystem (for Ray Data readers/writers and pyarrow) and the path for ``uri``."""
     fs, path = get_fs(uri)
     if scheme(uri) == "file":
         return pafs.LocalFileSystem(), path
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+    return pafs.PyFileSystem(_ObjectStoreHandler(fs)), path
 
 
 def join(base: str, *parts: str) -> str:
@@ -87,33 +148,85 @@ def resolve(uri: str, base: str) -> str:
 
 def exists(uri: str) -> bool:
     """Whether ``uri`` exists (file or directory/prefix)."""
-    fs, path = get_fs(uri)
+    fs, path = _fresh_fs(uri)
     return fs.exists(path)
 
 
 def holds_data(uri: str) -> bool:
     """Whether ``uri`` is an existing file or a non-empty directory/prefix."""
-    fs, path = get_fs(uri)
+    fs, path = _fresh_fs(uri)
     if not fs.exists(path):
         return False
     return not fs.isdir(path) or len(fs.ls(path)) > 0
 
 
 def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
-    """Reads an object whole (labels, model cards, weights). Raises FileNotFoundError."""
+    """Reads an object whole (labels, model cards, weights, cached images).
+
+    Args:
+        uri: the object.
+        max_bytes: read at most this many bytes plus one, so a caller can tell "larger than the cap".
+    Returns:
+        The bytes.
+    Raises:
+        FileNotFoundError: nothing is there.
+    """
     fs, path = get_fs(uri)
     with fs.open(path, "rb") as f:
         return f.read() if max_bytes is None else f.read(max_bytes + 1)
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Writes an object whole, creating parent directories for local paths."""
-    with open_for_write(uri) as f:
-        f.write(data)
+    """Writes an object whole; a reader sees the old object or the new one, never a partial one.
+
+    Local paths get their parent directories and are written to a hidden temporary file renamed into
+    place; object stores publish one PUT whole or not at all.
+    """
+    fs, path = get_fs(uri)
+    if scheme(uri) != "file":
+        fs.pipe_file(path, data)
+        return
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    # Hidden (list_files skips it) and created like any file (mkstemp's 0600 would hide models from others).
+    tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_many(files: dict[str, bytes]) -> None:
+    """Writes several objects of one filesystem; object stores upload them concurrently.
+
+    Args:
+        files: URI -> bytes, every URI with the same scheme.
+    """
+    schemes = {scheme(u) for u in files}
+    if len(schemes) > 1:
+        raise ValueError(f"write_many needs URIs of one filesystem, got schemes {sorted(schemes)}")
+    if schemes == {"file"}:
+        for uri, data in files.items():
+            write_bytes(uri, data)
+    elif files:
+        fs = get_fs(next(iter(files)))[0]
+        fs.pipe({get_fs(u)[1]: data for u, data in files.items()})
+
+
+def makedirs(uri: str) -> None:
+    """Creates a directory and its parents if missing (object-store prefixes need none; buckets are made)."""
+    fs, path = get_fs(uri)
+    fs.makedirs(path, exist_ok=True)
 
 
 def open_for_write(uri: str):
-    """A binary file object writing ``uri`` (parent directories created for local paths); use as a context."""
+    """A binary file object writing ``uri`` (parent directories created for local paths); use as a context.
+
+    For streams too large to hold (a Darwin Core Archive); small objects go through :func:`write_bytes`.
+    """
     fs, path = get_fs(uri)
     if scheme(uri) == "file":
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -122,7 +235,7 @@ def open_for_write(uri: str):
 
 def remove(uri: str) -> None:
     """Deletes a file or directory tree if present."""
-    fs, path = get_fs(uri)
+    fs, path = _fresh_fs(uri)
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
@@ -132,7 +245,7 @@ def list_files(uri: str) -> list[str]:
 
     Only used for directory inputs; a manifest is never listed.
     """
-    fs, path = get_fs(uri)
+    fs, path = _fresh_fs(uri)
     proto = scheme(uri)
     out = []
     for p in sorted(fs.find(path)):

@@ -2,12 +2,13 @@
 
 :class:`HttpFetcher` retries 5xx/429/408 and connection errors with jittered exponential backoff, honours
 ``Retry-After``, bounds redirects and body size, rejects non-image content types, caps concurrency per host
-and optionally caches bytes under a URI prefix (local or object store, through fsspec).
+and optionally caches bytes under a URI prefix (local or object store, through :mod:`plantray.storage`).
 
-Every failure is a :class:`FetchError` with a short ``reason`` meant for a row's ``error`` column, so one bad
-URL never kills a batch. Concurrency cap: ``per_host`` bounds requests in flight to one host *within a
-process*; across a cluster the bound is ``per_host`` x the number of processes fetching at once (Ray tasks
-or actors), so size the fetching pool with that product in mind.
+Every failure is a :class:`FetchError` whose ``reason`` comes from :mod:`plantray.reasons` and is meant for a
+row's ``error`` column, so one bad URL never kills a batch and each cause has one name whatever the source.
+Concurrency cap: ``per_host`` bounds requests in flight to one host *within a process*; across a cluster the
+bound is ``per_host`` x the number of processes fetching at once (Ray tasks or actors), so size the fetching
+pool with that product in mind.
 """
 
 from __future__ import annotations
@@ -18,18 +19,15 @@ import logging
 import random
 import threading
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timezone
 from urllib.parse import urlsplit
 
-import fsspec
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
-from plantray import __version__
+from plantray import __version__, reasons, storage
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
@@ -44,7 +42,7 @@ DEFAULT_USER_AGENT = (f"plantray/{__version__} (+https://github.com/plantray/pla
 
 
 class FetchError(Exception):
-    """A failed fetch; ``reason`` is short and row-level, e.g. ``"http 404"``, ``"timeout"``."""
+    """A failed fetch; ``reason`` is a :mod:`plantray.reasons` text, e.g. ``"http 404"``, ``"timeout"``."""
 
     def __init__(self, reason: str, url: str = "", retryable: bool = False, retry_after: float | None = None):
         super().__init__(reason, url, retryable, retry_after)
@@ -62,14 +60,15 @@ class FetchConfig:
     """How to fetch images politely (frozen, so it is hashable and can key a per-process fetcher cache).
 
     ``timeout`` bounds connecting and each socket read (a stalled server), not the whole transfer; the body
-    is bounded by ``max_bytes`` instead. ``cache`` is a URI prefix (``/path``, ``s3://bucket/x``) or None.
+    is bounded by ``max_bytes`` instead (by default the cap of local and object-store reads). ``cache`` is a
+    URI prefix (``/path``, ``s3://bucket/x``) or None.
     """
 
     timeout: float = 20.0
     retries: int = 3
     backoff: float = 0.5
     max_retry_after: float = 60.0
-    max_bytes: int = 50 * 1024**2
+    max_bytes: int = storage.DEFAULT_MAX_BYTES
     per_host: int = 4
     user_agent: str = DEFAULT_USER_AGENT
     cache: str | None = None
@@ -139,50 +138,52 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def _check_content_type(resp: requests.Response, url: str) -> None:
     media = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if media and not media.startswith("image/") and media not in BINARY_TYPES:
-        raise FetchError(f"not an image ({media})", url)
+        log.debug("%s: content type %s is not an image", url, media)
+        raise FetchError(reasons.NOT_AN_IMAGE, url)
 
 
 def _read_body(resp: requests.Response, url: str, max_bytes: int) -> bytes:
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > max_bytes:
-        raise FetchError("too large", url)
+        raise FetchError(reasons.FILE_TOO_LARGE, url)
     chunks, size = [], 0
     for chunk in resp.iter_content(CHUNK_BYTES):
         size += len(chunk)
         if size > max_bytes:  # Content-Length may be absent or lie; stop reading either way
-            raise FetchError("too large", url)
+            raise FetchError(reasons.FILE_TOO_LARGE, url)
         chunks.append(chunk)
     if size == 0:
-        raise FetchError("empty body", url)
+        raise FetchError(reasons.EMPTY_FILE, url)
     return b"".join(chunks)
 
 
 def _status_error(resp: requests.Response, url: str) -> FetchError:
     code = resp.status_code
-    return FetchError(f"http {code}", url, retryable=code >= 500 or code in RETRY_STATUS,
+    return FetchError(reasons.with_detail(reasons.HTTP_STATUS, code), url,
+                      retryable=code >= 500 or code in RETRY_STATUS,
                       retry_after=parse_retry_after(resp.headers.get("Retry-After")))
 
 
 def _request_error(exc: requests.RequestException, url: str) -> FetchError:
     """Maps a requests exception to a short reason; network trouble is retryable, bad URLs are not."""
     if isinstance(exc, requests.TooManyRedirects):
-        return FetchError("too many redirects", url)
+        return FetchError(reasons.TOO_MANY_REDIRECTS, url)
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                         requests.exceptions.InvalidSchema)):
-        return FetchError("invalid url", url)
+        return FetchError(reasons.INVALID_URL, url)
     # A stall while streaming the body surfaces as ConnectionError(ReadTimeoutError).
     if isinstance(exc, requests.Timeout) or (exc.args and isinstance(exc.args[0], ReadTimeoutError)):
-        return FetchError("timeout", url, retryable=True)
+        return FetchError(reasons.TIMEOUT, url, retryable=True)
     if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-        return FetchError("connection error", url, retryable=True)
-    return FetchError(f"request error ({type(exc).__name__})", url)
+        return FetchError(reasons.CONNECTION_ERROR, url, retryable=True)
+    return FetchError(reasons.with_detail(reasons.REQUEST_ERROR, f"({type(exc).__name__})"), url)
 
 
 class HttpFetcher:
     """Fetches image bytes over HTTP(S) with retries, size/type checks, a per-host cap and an optional cache.
 
-    Safe to call from many threads. Picklable: the ``requests.Session`` and cache filesystem are created
-    lazily in each process and dropped when pickled, so a fetcher can be shipped into Ray tasks and actors.
+    Safe to call from many threads. Picklable: the ``requests.Session`` is created lazily in each process and
+    dropped when pickled, so a fetcher can be shipped into Ray tasks and actors.
     """
 
     def __init__(self, cfg: FetchConfig):
@@ -192,7 +193,6 @@ class HttpFetcher:
     def _init_lazy(self) -> None:
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
-        self._cache_fs = None
 
     def __getstate__(self) -> dict:
         return {"cfg": self.cfg}
@@ -227,7 +227,7 @@ class HttpFetcher:
             The body bytes.
 
         Raises:
-            FetchError: with a short ``reason`` ("http 404", "timeout", "too large", ...).
+            FetchError: with a :mod:`plantray.reasons` ``reason`` ("http 404", "timeout", "file too large", ...).
         """
         if self.cfg.cache:
             cached = self._cache_get(url)
@@ -270,16 +270,10 @@ class HttpFetcher:
             except requests.RequestException as exc:
                 raise _request_error(exc, url) from exc
 
-    def _fs(self):
-        with self._lock:
-            if self._cache_fs is None:
-                self._cache_fs, _ = fsspec.core.url_to_fs(self.cfg.cache)
-            return self._cache_fs
-
     def _cache_get(self, url: str) -> bytes | None:
         path = cache_path(self.cfg.cache, url)
         try:
-            return self._fs().cat_file(path)
+            return storage.read_bytes(path)
         except FileNotFoundError:
             return None
         except Exception as exc:  # the cache is an optimisation; a broken one must not fail the fetch
@@ -288,48 +282,7 @@ class HttpFetcher:
 
     def _cache_put(self, url: str, data: bytes) -> None:
         path = cache_path(self.cfg.cache, url)
-        fs = self._fs()
         try:
-            if _is_local(fs):
-                # Write-then-rename so a reader never sees a partial file.
-                fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-                fs.pipe_file(tmp, data)
-                fs.mv(tmp, path)
-            else:
-                fs.pipe_file(path, data)  # one PUT: object stores publish it whole or not at all
+            storage.write_bytes(path, data)  # whole or not at all, so a reader never sees a partial image
         except Exception as exc:
             log.warning("image cache write failed for %s: %s", path, exc)
-
-
-def _is_local(fs) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return "file" in protocols or "local" in protocols
-
-
-def fetch_many(fetcher: HttpFetcher, urls: list[str], max_workers: int = 16) -> list[bytes | FetchError]:
-    """Fetches URLs concurrently with a thread pool, keeping their order.
-
-    Args:
-        fetcher: the fetcher (its per-host cap still applies across the pool's threads).
-        urls: URLs to fetch.
-        max_workers: threads in the pool.
-
-    Returns:
-        One entry per URL, in order: the bytes, or the :class:`FetchError` that stopped it.
-    """
-    if max_workers < 1:
-        raise ValueError(f"max_workers={max_workers!r} is invalid: use 1 or more threads")
-
-    def one(url: str) -> bytes | FetchError:
-        try:
-            return fetcher.fetch(url)
-        except FetchError as err:
-            return err
-        except Exception as exc:  # bad data must not kill the batch
-            return FetchError(f"error ({type(exc).__name__})", url)
-
-    if not urls:
-        return []
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(urls))) as pool:
-        return list(pool.map(one, urls))

@@ -6,7 +6,7 @@ tests, training and benchmarks run on this instead.  Each species gets a fixed v
 organ tag, position, scale, rotation, background and lighting.  Signatures are spread evenly
 over hue and cycle through shapes so that a small network learns the classes in a few epochs.
 
-Layout under OUT (local directory or fsspec URI; every file goes through fsspec):
+Layout under OUT (local directory or fsspec URI; every file goes through :mod:`plantray.storage`):
 ``{train,test,unseen}/<scientificName>/<NNNNNN>.jpg``, ``{split}.parquet`` manifests with
 ``image_uri`` relative to OUT, ``labels.csv``, ``README.txt`` and ``_plantray_run.json``.
 """
@@ -19,11 +19,11 @@ import io
 import math
 import zlib
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plantray import storage
 from plantray.config import ConfigError
 from plantray.synth.drawing import TAGS, Species, render_image
 
@@ -146,18 +146,14 @@ def split_counts(cfg) -> dict[str, list[int]]:
             "unseen": [cfg.unseen_per_species] * cfg.species}
 
 
-def _open_out(out: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and root path of OUT, refusing a non-empty destination before any work."""
-    fs, root = fsspec.core.url_to_fs(out)
-    root = root.rstrip("/")
-    if fs.exists(root):
-        if not fs.isdir(root) or fs.ls(root, detail=False):
-            raise ConfigError(f"out={out!r} exists and is not empty: pick an empty or new directory")
-    fs.makedirs(root, exist_ok=True)
-    return fs, root
+def _open_out(out: str) -> None:
+    """Creates OUT, refusing a non-empty destination before any work."""
+    if storage.holds_data(out):
+        raise ConfigError(f"out={out!r} exists and is not empty: pick an empty or new directory")
+    storage.makedirs(out)
 
 
-def _write_split(fs, root: str, cfg, split: str, species: list[Species],
+def _write_split(root: str, cfg, split: str, species: list[Species],
                  counts: list[int]) -> list[dict]:
     """Renders and writes one split's images; returns its manifest rows."""
     rows = []
@@ -171,23 +167,21 @@ def _write_split(fs, root: str, cfg, split: str, species: list[Species],
             buf = io.BytesIO()
             render_image(sp, tag, (w, h), rng).save(buf, "JPEG", quality=cfg.quality)
             uri = f"{split}/{sp.name}/{i:06d}.jpg"
-            files[f"{root}/{uri}"] = buf.getvalue()
+            files[storage.join(root, uri)] = buf.getvalue()
             rows.append({"image_uri": uri, "scientificName": sp.name, "genus": sp.genus, "family": sp.family,
                          "taxonID": sp.taxon_id, "tag": tag, "width": w, "height": h,
                          "occurrenceID": f"urn:plantray:synth:{cfg.seed}:{split}:{sp.taxon_id}:{i}"})
-        if files:
-            fs.makedirs(f"{root}/{split}/{sp.name}", exist_ok=True)
-            fs.pipe(files)  # one call per directory: s3fs uploads these concurrently
+        storage.write_many(files)  # one call per directory: object stores upload these concurrently
     return rows
 
 
-def _write_tables(fs, root: str, cfg, species: list[Species], totals: dict[str, int]) -> None:
+def _write_tables(root: str, cfg, species: list[Species], totals: dict[str, int]) -> None:
     """labels.csv and README.txt (the run record is written by the command)."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["scientificName", "genus", "family", "taxonID"])
     writer.writerows([s.name, s.genus, s.family, s.taxon_id] for s in species)
-    fs.pipe_file(f"{root}/labels.csv", text.getvalue().encode())
+    storage.write_bytes(storage.join(root, "labels.csv"), text.getvalue().encode())
     readme = (
         "plantray synthetic plant dataset\n\n"
         f"{len(species)} made-up species with real Western European genus and family names, drawn by\n"
@@ -196,7 +190,7 @@ def _write_tables(fs, root: str, cfg, species: list[Species], totals: dict[str, 
         "Layout: <split>/<scientificName>/<NNNNNN>.jpg; <split>.parquet manifests (image_uri relative to\n"
         "this directory); labels.csv one row per species.\n\n"
         "Licence: CC0 1.0 (public domain dedication); the images are synthetic.\n")
-    fs.pipe_file(f"{root}/README.txt", readme.encode())
+    storage.write_bytes(storage.join(root, "README.txt"), readme.encode())
 
 
 def synthesize(cfg) -> dict:
@@ -215,15 +209,16 @@ def synthesize(cfg) -> dict:
     cfg.validate()
     counts = split_counts(cfg)
     image_size(cfg, np.random.default_rng(0))  # impossible size bounds fail before any file is written
-    fs, root = _open_out(cfg.out)
+    _open_out(cfg.out)
     species = make_species(cfg.species, cfg.seed)
     totals = {}
     for split in SPLITS:
-        rows = _write_split(fs, root, cfg, split, species, counts[split])
-        with fs.open(f"{root}/{split}.parquet", "wb") as f:
-            pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), f)
+        rows = _write_split(cfg.out, cfg, split, species, counts[split])
+        manifest = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest)
+        storage.write_bytes(storage.join(cfg.out, f"{split}.parquet"), manifest.getvalue())
         totals[split] = len(rows)
-    _write_tables(fs, root, cfg, species, totals)
+    _write_tables(cfg.out, cfg, species, totals)
     return {"out": cfg.out, "species": len(species), "images": totals,
             "train_counts": {s.name: c for s, c in zip(species, counts["train"])},
             "manifests": {s: f"{s}.parquet" for s in SPLITS}, "labels": "labels.csv"}
