@@ -24,7 +24,7 @@ from plantray.config import ConfigError, field, to_json
 from plantray.inference.pipeline import predict_stages
 from plantray.inference.planner import Plan, plan_inference
 from plantray.model.artifact import load_artifact
-from plantray.sources import detect_input, read_input
+from plantray.sources import open_source
 
 log = logging.getLogger(__name__)
 RUN_FILE = "_plantray_run.json"
@@ -41,7 +41,7 @@ class ClassifyConfig(InferenceOptions):
 
 
 def validate(cfg: ClassifyConfig):
-    """Checks everything that can be checked before work starts. Returns (artifact, input kind).
+    """Checks everything that can be checked before work starts. Returns (artifact, input source).
 
     Raises:
         ConfigError: naming the bad value and the fix.
@@ -56,19 +56,20 @@ def validate(cfg: ClassifyConfig):
     if not 0.0 <= cfg.rollup_threshold < 1.0:
         raise ConfigError(f"--rollup-threshold {cfg.rollup_threshold} must be in [0, 1)")
     artifact = load_artifact(cfg.model)
-    kind = detect_input(cfg.input)
+    source = open_source(cfg.input)
+    source.check()
     if storage.holds_data(cfg.output) and not cfg.overwrite:
         raise ConfigError(f"--output {cfg.output!r} already holds data; choose a new location or pass "
                           "--overwrite to replace it")
-    if cfg.aggregate == "occurrence" and kind.kind == "images":
+    if cfg.aggregate == "occurrence" and "gbifID" not in source.columns():
         raise ConfigError("--aggregate occurrence needs a gbifID column: use a Darwin Core Archive or a "
                           "manifest with gbifID")
-    return artifact, kind
+    return artifact, source
 
 
-def build_pipeline(cfg: ClassifyConfig, artifact, kind, plan: Plan, now_iso: str):
+def build_pipeline(cfg: ClassifyConfig, artifact, source, plan: Plan, now_iso: str):
     """The lazy Ray Dataset of predictions (nothing runs until it is written) and input statistics."""
-    ds, input_stats = read_input(kind, reserved=RESERVED_COLUMNS)
+    ds, input_stats = source.dataset(reserved=RESERVED_COLUMNS)
     return predict_stages(ds, cfg, artifact, plan, now_iso), input_stats
 
 
@@ -97,7 +98,7 @@ def classify(cfg: ClassifyConfig) -> dict:
     Raises:
         ConfigError: bad model, input or output, before any work starts.
     """
-    artifact, kind = validate(cfg)
+    artifact, source = validate(cfg)
     ensure_ray()
     plan = plan_inference(cfg)
     log.info("classify plan: %s", plan)
@@ -105,7 +106,7 @@ def classify(cfg: ClassifyConfig) -> dict:
     if cfg.overwrite:
         storage.remove(cfg.output)
     start = time.perf_counter()
-    ds, input_stats = build_pipeline(cfg, artifact, kind, plan, now)
+    ds, input_stats = build_pipeline(cfg, artifact, source, plan, now)
     fs, path = storage.arrow_fs(cfg.output)
     ds.write_parquet(path, filesystem=fs, min_rows_per_file=cfg.rows_per_file,
                      arrow_parquet_args_fn=lambda: {"compression": "zstd"})

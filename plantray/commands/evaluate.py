@@ -21,7 +21,7 @@ from plantray import storage
 from plantray.cluster import ensure_ray
 from plantray.commands.options import PRECISION_HELP
 from plantray.config import ConfigError, field
-from plantray.evaluation.labelfilter import UNKNOWN, label_counts, label_filter, select_rows
+from plantray.evaluation.labelfilter import UNKNOWN, label_filter, select_rows
 from plantray.evaluation.report import markdown_table, write_report
 from plantray.evaluation.score import ModelRun, TestSet, score_run
 from plantray.images.crops import TTA_MODES, crop_batch, n_crops
@@ -29,7 +29,7 @@ from plantray.images.presets import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EvalP
 from plantray.inference.planner import Plan, cluster_resources, plan_inference
 from plantray.inference.predictor import CropPredictor
 from plantray.model.artifact import Artifact, load_artifact
-from plantray.sources import open_dataset
+from plantray.sources import open_source
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
@@ -125,7 +125,7 @@ def validate(cfg: EvaluateConfig) -> tuple[list[ModelRun], list[TestSet], list[i
             raise ConfigError(f"model {uri!r} has no per-class training counts (train_images in labels.csv), so "
                               f"--min-train-images {cfg.min_train_images} cannot be applied; add the counts or "
                               "pass --min-train-images 0")
-    tests = [TestSet(name, uri, label_counts(name, uri)) for name, uri in pairs]
+    tests = [TestSet(name, uri, open_source(uri, flag=f"--test {name}=").label_counts()) for name, uri in pairs]
     runs = []
     for uri, art, label in zip(uris, artifacts, _model_labels(uris, artifacts)):
         filters = {t.name: label_filter(t.counts, art.labels, cfg.min_train_images) for t in tests}
@@ -142,7 +142,7 @@ def build_pipeline(cfg: EvaluateConfig, run: ModelRun, tests: list[TestSet], pla
     """The lazy dataset of one model's per-image results over every test set."""
     parts = []
     for t in tests:
-        ds, _ = open_dataset(t.uri, labels_from_dirs=True)
+        ds, _ = open_source(t.uri, flag=f"--test {t.name}=").dataset(labels_from_dirs=True)
         kept = tuple(sorted(run.filters[t.name][0]))
         parts.append(ds.map_batches(select_rows, fn_args=(t.name, kept), batch_format="pyarrow",
                                     batch_size=None, zero_copy_batch=True))

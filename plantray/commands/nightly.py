@@ -41,8 +41,7 @@ from plantray.config import ConfigError, field, to_json
 from plantray.inference.pipeline import predict_stages
 from plantray.inference.planner import Plan, plan_inference
 from plantray.model.artifact import load_artifact
-from plantray.sources import InputKind, detect_input, read_input
-from plantray.sources.manifest import _manifest_columns
+from plantray.sources import Source, open_source
 from plantray.storage import table as tbl
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ class NightlyConfig(InferenceOptions):
 
 
 def validate(cfg: NightlyConfig) -> tuple:
-    """Checks the configuration before any work. Returns (artifact, input kind, since datetime or None).
+    """Checks the configuration before any work. Returns (artifact, input source, since datetime or None).
 
     Raises:
         ConfigError: naming the bad value and the fix.
@@ -89,18 +88,14 @@ def validate(cfg: NightlyConfig) -> tuple:
         since = since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)
     tbl.check_location(cfg.table)
     artifact = load_artifact(cfg.model)
-    return artifact, detect_input(cfg.input), since
+    source = open_source(cfg.input)
+    source.check()
+    return artifact, source, since
 
 
-def key_columns(kind: InputKind, ds: ray.data.Dataset) -> list[str]:
+def key_columns(source: Source) -> list[str]:
     """``["gbifID", "image_uri"]`` when the input has gbifID, else ``["image_uri"]``."""
-    if kind.kind == "manifest":
-        names = _manifest_columns(kind.uri)
-    elif kind.kind == "images":
-        names = ["image_uri"]
-    else:
-        names = ds.schema().names
-    return ["gbifID", "image_uri"] if "gbifID" in names else ["image_uri"]
+    return ["gbifID", "image_uri"] if "gbifID" in source.columns() else ["image_uri"]
 
 
 def _committed_at(entry: dict) -> dt.datetime:
@@ -222,15 +217,15 @@ def nightly(cfg: NightlyConfig) -> dict:
         ConfigError: bad model, input, table or flags, before any work starts.
         CommitConflict: a concurrent run committed part of this run's images first (nothing committed).
     """
-    artifact, kind, since = validate(cfg)
+    artifact, source, since = validate(cfg)
     run_id = cfg.run_id or "nightly-" + dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     ensure_ray()
     entries = tbl.read_log(cfg.table)
     if (prior := tbl.find_run(entries, run_id)) is not None:
         log.info("run %s already committed as log entry %d: nothing to do", run_id, prior["seq"])
         return {"run_id": run_id, "status": "noop", "commit_seq": prior["seq"], "table": cfg.table}
-    ds, _ = read_input(kind, reserved=RESERVED_COLUMNS)
-    columns = key_columns(kind, ds)
+    ds, _ = source.dataset(reserved=RESERVED_COLUMNS)
+    columns = key_columns(source)
     if entries and entries[-1]["key"] != columns:
         raise ConfigError(f"table {cfg.table!r} is keyed by {entries[-1]['key']} but input {cfg.input!r} gives "
                           f"{columns}; use an input with the same identifier columns or a new --table")

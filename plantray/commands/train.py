@@ -32,7 +32,7 @@ from plantray.inference.planner import scaling
 from plantray.model.artifact import CARD, make_card, save_artifact
 from plantray.model.labels import Labels
 from plantray.model.network import build_model, check_arch
-from plantray.sources import open_dataset
+from plantray.sources import open_source
 from plantray.training import curves
 from plantray.training.data import build_datasets, class_weights, scan_labels
 from plantray.training.run import run_trainer
@@ -179,10 +179,14 @@ def train(cfg: TrainConfig) -> dict:
         ConfigError: bad flags or data (empty, unlabelled, a single class, missing --init), before training.
     """
     where = validate(cfg)
+    source = open_source(cfg.data, flag="--data")
+    source.check()
+    if cfg.val:
+        open_source(cfg.val, flag="--val").check()
     ensure_ray()
     start = time.perf_counter()
     # Data
-    ds, _ = open_dataset(cfg.data, labels_from_dirs=True)
+    ds, _ = source.dataset(labels_from_dirs=True)
     labels, scan = scan_labels(ds, cfg.data)
     preset, eval_preset = build_presets(cfg)
     datasets = build_datasets(cfg, ds, labels, preset, eval_preset)

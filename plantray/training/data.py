@@ -10,7 +10,7 @@ from plantray.columns import SOURCE_COLUMN
 from plantray.images.augment import TrainPreset, augment_batch
 from plantray.images.presets import DEFAULT_MAX_BYTES, EvalPreset
 from plantray.model.labels import Labels
-from plantray.sources import open_dataset
+from plantray.sources import open_source
 
 
 def shuffle_rows(table: pa.Table) -> pa.Table:
@@ -132,6 +132,6 @@ def build_datasets(cfg, ds, labels: Labels, preset: TrainPreset, eval_preset: Ev
                               batch_size=cfg.decode_batch_size, batch_format="pyarrow", num_cpus=0.25)
     datasets = {"train": train}
     if cfg.val:
-        val, _ = open_dataset(cfg.val, labels_from_dirs=True)
+        val, _ = open_source(cfg.val, flag="--val").dataset(labels_from_dirs=True)
         datasets["val"] = val_arrays(val, eval_preset, index, cfg.decode_batch_size)
     return datasets
