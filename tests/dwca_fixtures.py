@@ -1,4 +1,5 @@
-"""Darwin Core Archive builders for tests: a GBIF download layout and a publisher (IPT-like) layout.
+"""Darwin Core Archive builders for tests: a GBIF download layout, a publisher (IPT-like) layout, and an
+iNaturalist-like layout whose core carries the image URLs in ``dwc:associatedMedia``.
 
 Each builder takes plain row lists (:class:`Occ`, :class:`Media`) so a test can compute its expectations
 from the same lists, independently of plantray's reader.
@@ -7,6 +8,7 @@ from the same lists, independently of plantray's reader.
 from __future__ import annotations
 
 import os
+import tarfile
 import zipfile
 from dataclasses import dataclass
 
@@ -177,6 +179,53 @@ def zip_dir(root: str, out: str, folder: str = "") -> str:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(os.listdir(root)):
             zf.write(os.path.join(root, name), f"{folder}/{name}" if folder else name)
+    return out
+
+
+def write_associated(root: str, occs: list[Occ], media: dict[str, str], extension: list[Media] | None = None) -> str:
+    """An iNaturalist/IPT-like archive: quoted CSV core whose ``dwc:associatedMedia`` holds ``media[occ.id]``
+    (the raw text, separators and all); with ``extension``, also a GBIF Simple Multimedia extension.
+    Returns ``root``."""
+    os.makedirs(root, exist_ok=True)
+    with open(f"{root}/observations.csv", "w", encoding="utf-8", newline="") as f:
+        f.write(_csv(["id", "occurrenceID", "scientificName", "countryCode", "associatedMedia"]) + "\n")
+        for o in occs:
+            f.write(_csv([o.id, o.occurrenceID, o.scientificName, o.countryCode, media.get(o.id, "")]) + "\n")
+    ext = ""
+    if extension is not None:
+        with open(f"{root}/media.csv", "w", encoding="utf-8", newline="") as f:
+            f.write(_csv(["id", "identifier", "type", "license", "rightsHolder", "creator"]) + "\n")
+            for m in extension:
+                f.write(_csv([m.coreid, m.url, _TYPES[m.kind], m.license, m.rightsHolder, m.creator]) + "\n")
+        ext = f"""  <extension encoding="UTF-8" fieldsTerminatedBy="," linesTerminatedBy="\\n" fieldsEnclosedBy='"'
+        ignoreHeaderLines="1" rowType="{GBIF}Multimedia">
+    <files><location>media.csv</location></files>
+    <coreid index="0"/>
+{_fields([(1, f"{DC}identifier"), (2, f"{DC}type"), (3, f"{DC}license"), (4, f"{DCT}rightsHolder"),
+          (5, f"{DC}creator")])}
+  </extension>
+"""
+    meta = f"""<?xml version="1.0" encoding="UTF-8"?>
+<archive xmlns="http://rs.tdwg.org/dwc/text/">
+  <core encoding="UTF-8" fieldsTerminatedBy="," linesTerminatedBy="\\n" fieldsEnclosedBy='"'
+        ignoreHeaderLines="1" rowType="{DWC}Occurrence">
+    <files><location>observations.csv</location></files>
+    <id index="0"/>
+{_fields([(0, f"{GBIF}gbifID"), (1, f"{DWC}occurrenceID"), (2, f"{DWC}scientificName"), (3, f"{DWC}countryCode"),
+          (4, f"{DWC}associatedMedia")])}
+  </core>
+{ext}</archive>
+"""
+    with open(f"{root}/meta.xml", "w", encoding="utf-8") as f:
+        f.write(meta)
+    return root
+
+
+def tar_dir(root: str, out: str, folder: str = "") -> str:
+    """Packs every file of ``root`` into a gzip'd tar ``out`` (under ``folder/`` when given). Returns ``out``."""
+    with tarfile.open(out, "w:gz") as tf:
+        for name in sorted(os.listdir(root)):
+            tf.add(os.path.join(root, name), f"{folder}/{name}" if folder else name)
     return out
 
 

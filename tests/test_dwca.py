@@ -4,16 +4,29 @@ and ``plantray classify`` over an archive whose image URLs are served by a real 
 from __future__ import annotations
 
 import io
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
-from dwca_fixtures import Media, Occ, expected_images, expected_skips, sample_rows, write_gbif, write_publisher, zip_dir
+from dwca_fixtures import (
+    Media,
+    Occ,
+    expected_images,
+    expected_skips,
+    sample_rows,
+    tar_dir,
+    write_associated,
+    write_gbif,
+    write_publisher,
+    zip_dir,
+)
 from PIL import Image
 
 from plantray.config import ConfigError
+from plantray.sources import open_source
 from plantray.sources.dwca import SKIP, mark_duplicates, read_dwca, skip_reason
 from plantray.sources.dwcameta import read_meta
 
@@ -118,29 +131,91 @@ def check_archive(uri: str, occs: list[Occ], media: list[Media], key: str) -> No
             assert r["basisOfRecord"] == "PreservedSpecimen" and r["datasetKey"] is None
 
 
+def pack(root: str, packed: str, tmp_path) -> str:
+    """``root`` as a directory, a zip or a tar.gz (``-folder``: the files one folder down)."""
+    folder = "dwca" if packed.endswith("-folder") else ""
+    if packed.startswith("zip"):
+        return zip_dir(root, str(tmp_path / "a.zip"), folder=folder)
+    if packed.startswith("tgz"):
+        return tar_dir(root, str(tmp_path / "a.tgz"), folder=folder)
+    return root
+
+
 @pytest.mark.parametrize("layout", ["gbif", "publisher"])
-@pytest.mark.parametrize("packed", ["dir", "zip", "zip-folder"])
+@pytest.mark.parametrize("packed", ["dir", "zip", "zip-folder", "tgz", "tgz-folder"])
 def test_read_local_archive(ray_session, tmp_path, layout, packed):
     occs, media = sample_rows()
     write = write_gbif if layout == "gbif" else write_publisher
     root = write(str(tmp_path / "a"), occs, media)
-    uri = root if packed == "dir" else zip_dir(root, str(tmp_path / "a.zip"),
-                                               folder="dwca" if packed == "zip-folder" else "")
-    check_archive(uri, occs, media, "id" if layout == "gbif" else "occurrenceID")
+    check_archive(pack(root, packed, tmp_path), occs, media, "id" if layout == "gbif" else "occurrenceID")
 
 
-@pytest.mark.parametrize("packed", ["dir", "zip"])
+@pytest.mark.parametrize("packed", ["dir", "zip", "tgz"])
 def test_read_archive_on_s3(ray_session, s3, tmp_path, packed):
     occs, media = sample_rows()
-    root = write_gbif(str(tmp_path / "a"), occs, media) if packed == "dir" else write_publisher(
+    root = write_gbif(str(tmp_path / "a"), occs, media) if packed != "zip" else write_publisher(
         str(tmp_path / "a"), occs, media)
     prefix = f"plantray-test/dwca-{packed}"
     if packed == "dir":
         s3.put(root, prefix, recursive=True)
         check_archive(f"s3://{prefix}", occs, media, "id")
     else:
-        s3.put(zip_dir(root, str(tmp_path / "a.zip")), f"{prefix}/a.zip")
-        check_archive(f"s3://{prefix}/a.zip", occs, media, "occurrenceID")
+        packed_file = pack(root, packed, tmp_path)
+        name = os.path.basename(packed_file)
+        s3.put(packed_file, f"{prefix}/{name}")
+        check_archive(f"s3://{prefix}/{name}", occs, media, "id" if packed == "tgz" else "occurrenceID")
+
+
+# associatedMedia as publishers write it: "|" (GBIF's separator), "," and ";", stray blanks and separators.
+ASSOCIATED_RAW = {"1": " {u}/a.jpg | {u}/b.jpg |", "2": "{u}/c.jpg", "3": "",
+                  "4": "{u}/a.jpg, {u}/a.jpg;{u}/song.mp3 ; {u}/photos/9/original", "5": "{u}/page.html"}
+# The same lists written out by hand: what each occurrence's images are.
+ASSOCIATED_URLS = {"1": ["a.jpg", "b.jpg"], "2": ["c.jpg"], "3": [], "4": ["a.jpg", "a.jpg", "song.mp3",
+                                                                          "photos/9/original"], "5": ["page.html"]}
+
+
+def associated_archive(root: str, u: str, extension: list[Media] | None = None) -> list[Occ]:
+    occs = [Occ(i, f"urn:occ:{i}", f"Species {i}", countryCode="NL") for i in ASSOCIATED_RAW]
+    write_associated(root, occs, {k: v.format(u=u) for k, v in ASSOCIATED_RAW.items()}, extension)
+    return occs
+
+
+@pytest.mark.parametrize("packed", ["dir", "zip", "tgz-folder"])
+def test_read_associated_media(ray_session, tmp_path, packed):
+    u = "http://img.example.org"
+    occs = associated_archive(str(tmp_path / "a"), u)
+    source = open_source(pack(str(tmp_path / "a"), packed, tmp_path))
+    source.check()
+    ds, stats = source.dataset()
+    rows = ds.take_all()
+    got = sorted((r["gbifID"], r["image_uri"]) for r in rows)
+    assert got == [("1", f"{u}/a.jpg"), ("1", f"{u}/b.jpg"), ("2", f"{u}/c.jpg"), ("4", f"{u}/a.jpg"),
+                   ("4", f"{u}/photos/9/original")]
+    assert stats["rows"] == sum(len(v) for v in ASSOCIATED_URLS.values()) and stats["images"] == 5
+    assert stats["skipped"] == {"duplicate url in occurrence": 1, "sound": 1, "not an image": 1}
+    assert stats["extensions"] == [] and stats["associated_media"] is True and stats["unmatched_images"] == 0
+    by_id = {o.id: o for o in occs}
+    for r in rows:
+        occ = by_id[r["gbifID"]]
+        assert (r["occurrenceID"], r["publisherScientificName"], r["countryCode"]) == \
+            (occ.occurrenceID, occ.scientificName, "NL")
+        assert r["license"] is None and r["_source"] == r["image_uri"]
+
+
+def test_associated_media_and_multimedia_both_contribute(ray_session, tmp_path):
+    u = "http://img.example.org"
+    extension = [Media("1", f"{u}/a.jpg", license="CC0", creator="A. Uthor"),  # also in associatedMedia
+                 Media("2", f"{u}/x.jpg", license="CC BY 4.0"), Media("2", f"{u}/s.mp3", kind="sound")]
+    associated_archive(str(tmp_path / "a"), u, extension)
+    ds, stats = read_dwca(str(tmp_path / "a"))
+    rows = {(r["gbifID"], r["image_uri"]): r for r in ds.take_all()}
+    assert sorted(rows) == [("1", f"{u}/a.jpg"), ("1", f"{u}/b.jpg"), ("2", f"{u}/c.jpg"), ("2", f"{u}/x.jpg"),
+                            ("4", f"{u}/a.jpg"), ("4", f"{u}/photos/9/original")]
+    # the multimedia row (with its licence) is the one kept; the associatedMedia copy is the duplicate
+    assert (rows[("1", f"{u}/a.jpg")]["license"], rows[("1", f"{u}/a.jpg")]["creator"]) == ("CC0", "A. Uthor")
+    assert rows[("1", f"{u}/b.jpg")]["license"] is None and rows[("2", f"{u}/x.jpg")]["license"] == "CC BY 4.0"
+    assert stats["skipped"] == {"duplicate url in occurrence": 2, "sound": 2, "not an image": 1}
+    assert stats["rows"] == 11 and stats["images"] == 6 and stats["extensions"] == ["media.csv"]
 
 
 def test_malformed_rows_are_counted_not_fatal(ray_session, tmp_path):

@@ -30,27 +30,29 @@ class ClassifyConfig(InferenceOptions):
 
 
 def validate(cfg: ClassifyConfig):
-    """Checks everything that can be checked before Ray starts. Returns (artifact, input kind).
+    """Checks everything that can be checked before Ray starts. Returns (artifact, input source).
 
     Raises:
         ConfigError: naming the bad value and the fix.
     """
     from plantray import storage
+    from plantray.columns import GBIF_ID
     from plantray.model.artifact import load_artifact
-    from plantray.sources import detect_input
+    from plantray.sources import open_source
 
     check_model_options(cfg)
     check([(cfg.rows_per_file >= 1, f"--rows-per-file {cfg.rows_per_file} must be >= 1"),
            (0.0 <= cfg.rollup_threshold < 1.0, f"--rollup-threshold {cfg.rollup_threshold} must be in [0, 1)")])
     artifact = load_artifact(cfg.model)
-    kind = detect_input(cfg.input)
+    source = open_source(cfg.input)
+    source.check()
     if storage.holds_data(cfg.output) and not cfg.overwrite:
         raise ConfigError(f"--output {cfg.output!r} already holds data; choose a new location or pass "
                           "--overwrite to replace it")
-    if cfg.aggregate == "occurrence" and kind.kind == "images":
+    if cfg.aggregate == "occurrence" and GBIF_ID not in source.columns():
         raise ConfigError("--aggregate occurrence needs a gbifID column: use a Darwin Core Archive or a "
                           "manifest with gbifID")
-    return artifact, kind
+    return artifact, source
 
 
 def classify(cfg: ClassifyConfig) -> dict:
@@ -64,9 +66,8 @@ def classify(cfg: ClassifyConfig) -> dict:
     from plantray.columns import RESERVED_COLUMNS
     from plantray.inference.outputs import summarize, write_predictions
     from plantray.inference.planner import Resources, plan_inference
-    from plantray.sources import read_input
 
-    artifact, kind = validate(cfg)
+    artifact, source = validate(cfg)
     ensure_ray(cfg.dashboard)
     plan = plan_inference(cfg, Resources.of_cluster())
     log.info("classify plan: %s", plan)
@@ -74,7 +75,7 @@ def classify(cfg: ClassifyConfig) -> dict:
     if cfg.overwrite:
         storage.remove(cfg.output)
     start = time.perf_counter()
-    ds, input_stats = read_input(kind, reserved=RESERVED_COLUMNS)
+    ds, input_stats = source.dataset(reserved=RESERVED_COLUMNS)
     write_predictions(identifications(ds, cfg, artifact, plan, started), cfg.output, cfg.rows_per_file)
     summary = summarize(cfg.output, time.perf_counter() - start)
     summary.update(model=cfg.model, model_sha256=artifact.sha256, input=cfg.input, output=cfg.output,

@@ -82,9 +82,10 @@ def validate(cfg: EvaluateConfig) -> tuple[list, list, list[int]]:
         ConfigError: naming the bad value and the fix.
     """
     from plantray import storage
-    from plantray.evaluation.labelfilter import UNKNOWN, label_counts, label_filter
+    from plantray.evaluation.labelfilter import UNKNOWN, label_filter
     from plantray.evaluation.score import ModelRun, TestSet
     from plantray.model.artifact import load_artifact
+    from plantray.sources import open_source
 
     check_model_options(cfg)
     pairs = parse_tests(cfg.test)
@@ -99,7 +100,7 @@ def validate(cfg: EvaluateConfig) -> tuple[list, list, list[int]]:
             raise ConfigError(f"model {uri!r} has no per-class training counts (train_images in labels.csv), so "
                               f"--min-train-images {cfg.min_train_images} cannot be applied; add the counts or "
                               "pass --min-train-images 0")
-    tests = [TestSet(name, uri, label_counts(name, uri)) for name, uri in pairs]
+    tests = [TestSet(name, uri, open_source(uri, flag=f"--test {name}=").label_counts()) for name, uri in pairs]
     runs = []
     for uri, art, label in zip(uris, artifacts, _model_labels(uris, artifacts)):
         filters = {t.name: label_filter(t.counts, art.labels, cfg.min_train_images) for t in tests}

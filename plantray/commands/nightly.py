@@ -52,13 +52,13 @@ class NightlyConfig(InferenceOptions):
 
 
 def validate(cfg: NightlyConfig) -> tuple:
-    """Checks the configuration before any work. Returns (artifact, input kind, since datetime or None).
+    """Checks the configuration before any work. Returns (artifact, input source, since datetime or None).
 
     Raises:
         ConfigError: naming the bad value and the fix.
     """
     from plantray.model.artifact import load_artifact
-    from plantray.sources import detect_input
+    from plantray.sources import open_source
     from plantray.storage import table as tbl
 
     check_model_options(cfg)
@@ -76,20 +76,16 @@ def validate(cfg: NightlyConfig) -> tuple:
         since = since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)
     tbl.check_location(cfg.table)
     artifact = load_artifact(cfg.model)
-    return artifact, detect_input(cfg.input), since
+    source = open_source(cfg.input)
+    source.check()
+    return artifact, source, since
 
 
-def key_columns(kind, ds) -> list[str]:
+def key_columns(source) -> list[str]:
     """``["gbifID", "image_uri"]`` when the input has gbifID, else ``["image_uri"]``."""
-    from plantray.sources.manifest import _manifest_columns
+    from plantray.columns import GBIF_ID, IMAGE_URI
 
-    if kind.kind == "manifest":
-        names = _manifest_columns(kind.uri)
-    elif kind.kind == "images":
-        names = ["image_uri"]
-    else:
-        names = ds.schema().names
-    return ["gbifID", "image_uri"] if "gbifID" in names else ["image_uri"]
+    return [GBIF_ID, IMAGE_URI] if GBIF_ID in source.columns() else [IMAGE_URI]
 
 
 def _with_run_id(batch, run_id: str):
@@ -143,18 +139,17 @@ def nightly(cfg: NightlyConfig) -> dict:
     from plantray.cluster import ensure_ray
     from plantray.columns import RESERVED_COLUMNS
     from plantray.inference.planner import Resources, plan_inference
-    from plantray.sources import read_input
     from plantray.storage import table as tbl
 
-    artifact, kind, since = validate(cfg)
+    artifact, source, since = validate(cfg)
     run_id = cfg.run_id or "nightly-" + dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     ensure_ray(cfg.dashboard)
     entries = tbl.read_log(cfg.table)
     if (prior := tbl.find_run(entries, run_id)) is not None:
         log.info("run %s already committed as log entry %d: nothing to do", run_id, prior["seq"])
         return {"run_id": run_id, "status": "noop", "commit_seq": prior["seq"], "table": cfg.table}
-    ds, _ = read_input(kind, reserved=RESERVED_COLUMNS)
-    columns = key_columns(kind, ds)
+    ds, _ = source.dataset(reserved=RESERVED_COLUMNS)
+    columns = key_columns(source)
     if entries and entries[-1]["key"] != columns:
         raise ConfigError(f"table {cfg.table!r} is keyed by {entries[-1]['key']} but input {cfg.input!r} gives "
                           f"{columns}; use an input with the same identifier columns or a new --table")

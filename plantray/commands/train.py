@@ -116,15 +116,19 @@ def train(cfg: TrainConfig) -> dict:
     from plantray.cluster import ensure_ray
     from plantray.inference.planner import Resources, train_scaling
     from plantray.model.network import build_model
-    from plantray.sources import open_dataset
+    from plantray.sources import open_source
     from plantray.training.data import build_datasets, build_presets, scan_labels
     from plantray.training.run import loop_config, run_trainer, write_model
 
     where = validate(cfg)
+    source = open_source(cfg.data, flag="--data")
+    source.check()
+    if cfg.val:
+        open_source(cfg.val, flag="--val").check()
     ensure_ray(cfg.dashboard)
     started, start = utc_now(), time.perf_counter()
     # Data
-    ds, _ = open_dataset(cfg.data, labels_from_dirs=True)
+    ds, _ = source.dataset(labels_from_dirs=True)
     labels, scan = scan_labels(ds, cfg.data)
     preset, eval_preset = build_presets(cfg)
     datasets = build_datasets(cfg, ds, labels, preset, eval_preset)

@@ -1,8 +1,8 @@
 """The paper's test-set label filter: keep species the model knows with MORE than N training images.
 
-``label_counts`` reads only the ``scientificName`` column of a test set (manifest, ImageFolder tree or
-archive; local or object storage); ``label_filter`` compares those counts with a model's labels and
-per-class training counts, and says how many images and labels each reason drops.
+A test set's label counts come from its source (:meth:`plantray.sources.Source.label_counts`, which reads
+only the ``scientificName`` column); ``label_filter`` compares them with a model's labels and per-class
+training counts, and says how many images and labels each reason drops.
 """
 
 from __future__ import annotations
@@ -11,60 +11,13 @@ import collections
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import ray
 
-from plantray import storage
-from plantray.cluster import ensure_ray
 from plantray.columns import SOURCE_COLUMN
-from plantray.config import ConfigError
 from plantray.model.labels import Labels
-from plantray.sources import detect_input, open_dataset
+from plantray.sources import open_source
 
 UNKNOWN, TOO_FEW, NO_LABEL = "unknown species", "too few training images", "no label"
-
-
-def label_counts(name: str, uri: str) -> dict:
-    """Images per ``scientificName`` of a test set (None = unlabelled), reading only that column.
-
-    Raises:
-        ConfigError: missing DATA, unsupported kind, or no ``scientificName``.
-    """
-    if storage.scheme(uri) in storage.HTTP_SCHEMES or not storage.exists(uri):
-        raise ConfigError(f"--test {name}={uri}: DATA does not exist; give a manifest or an ImageFolder tree "
-                          "(check the path, and AWS_ENDPOINT_URL for s3://)")
-    kind = detect_input(uri)
-    if kind.kind == "images":
-        root = storage.get_fs(uri)[1].rstrip("/")
-        rel = [f.split("://", 1)[-1][len(root) + 1:] for f in storage.list_files(uri)]
-        return dict(collections.Counter(r.split("/", 1)[0] if "/" in r else None for r in rel))
-    if kind.kind == "manifest":
-        column = _manifest_labels(name, uri)
-    else:
-        ensure_ray()
-        ds, _ = open_dataset(uri)
-        if "scientificName" not in ds.columns():
-            raise ConfigError(f"--test {name}={uri}: the archive has no scientificName")
-        column = pa.chunked_array([b["scientificName"] for b in ds.select_columns(["scientificName"])
-                                   .iter_batches(batch_format="pyarrow")], pa.string())
-    counts = pc.value_counts(column).to_pylist()
-    return {c["values"] or None: c["counts"] for c in counts}
-
-
-def _manifest_labels(name: str, uri: str) -> pa.ChunkedArray:
-    fs, path = storage.get_fs(uri)
-    try:
-        with fs.open(path, "rb") as f:
-            if uri.lower().endswith(".parquet"):
-                table = pq.read_table(f, columns=["scientificName"])
-            else:
-                table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
-                    include_columns=["scientificName"], column_types={"scientificName": pa.string()}))
-    except (KeyError, pa.ArrowInvalid) as e:
-        raise ConfigError(f"--test {name}={uri}: no readable scientificName column ({e}); a test manifest needs "
-                          "image_uri and scientificName") from None
-    return table.column("scientificName").cast(pa.string())
 
 
 def label_filter(counts: dict, labels: Labels, min_train_images: int) -> tuple[frozenset, dict]:
@@ -124,7 +77,7 @@ def kept_rows(tests: list, filters: dict) -> ray.data.Dataset:
     parts = []
     for t in tests:
         kept = tuple(sorted(filters[t.name][0]))
-        ds, _ = open_dataset(t.uri, labels_from_dirs=True)
+        ds, _ = open_source(t.uri, flag=f"--test {t.name}=").dataset(labels_from_dirs=True)
         parts.append(ds.map_batches(select_rows, fn_args=(t.name, kept), batch_format="pyarrow",
                                     batch_size=None, zero_copy_batch=True))
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]

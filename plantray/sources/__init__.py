@@ -1,78 +1,53 @@
-"""Inputs as lazy Ray Datasets: manifests, image trees and Darwin Core Archives."""
+"""Inputs: manifests, image trees and Darwin Core Archives, one :class:`Source` class each.
+
+``open_source(uri)`` is the one place that decides what an input is. Its result answers ``columns()``,
+``check()`` and ``label_counts()`` on the driver without Ray (so a bad input is refused before Ray
+starts), and ``dataset()`` gives the rows as a lazy Ray Dataset.
+"""
 
 from __future__ import annotations
 
-import posixpath
-from dataclasses import dataclass
-
-import ray
-
+from plantray import storage
 from plantray.config import ConfigError
-from plantray.sources.manifest import prepare_rows, read_manifest
-from plantray.sources.tree import read_tree
-from plantray.storage.fs import HTTP_SCHEMES, REMOTE_SCHEMES, get_fs, scheme
+from plantray.sources.base import BLOCK_ROWS, IMAGE_SUFFIXES, Source, describe
+from plantray.sources.dwca import DarwinCoreArchive
+from plantray.sources.dwcameta import ARCHIVE_SUFFIXES, packing
+from plantray.sources.manifest import MANIFEST_FORMATS, Manifest, manifest_format
+from plantray.sources.tree import ImageTree
 
-MANIFEST_SUFFIXES = (".parquet", ".csv")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
-
-
-@dataclass(frozen=True)
-class InputKind:
-    """What an INPUT URI is: ``manifest``, ``dwca`` (Darwin Core Archive) or ``images`` (a tree)."""
-
-    kind: str
-    uri: str
+__all__ = ["BLOCK_ROWS", "IMAGE_SUFFIXES", "DarwinCoreArchive", "ImageTree", "Manifest", "Source", "open_source"]
 
 
-def detect_input(uri: str) -> InputKind:
-    """Classifies an INPUT URI, refusing what does not exist or is not supported.
+def open_source(uri: str, flag: str = "--input") -> Source:
+    """The input at ``uri``: a manifest (``.parquet``/``.csv``), a Darwin Core Archive (``.zip``, ``.tar.gz``,
+    ``.tgz`` or a directory holding ``meta.xml``) or a tree of images (any other directory/prefix).
 
+    Args:
+        uri: local path or object-store URI.
+        flag: the flag that gave it, named in error messages: ``--input``, ``--data``, ``--val``, or
+            ``--test NAME=`` (written right before the URI).
+    Returns:
+        The source; call its ``check()`` before starting Ray.
     Raises:
-        ConfigError: the input is missing or of an unknown kind.
+        ConfigError: an HTTP URL, an unsupported scheme, a missing input, or a file of no known kind.
     """
-    proto = scheme(uri)
-    if proto in HTTP_SCHEMES:
-        raise ConfigError(f"--input {uri!r}: an HTTP URL cannot be listed; give a manifest (.parquet/.csv) "
-                          "whose image_uri column holds the http(s) URLs")
-    if proto != "file" and proto not in REMOTE_SCHEMES:
-        raise ConfigError(f"--input {uri!r}: unsupported scheme {proto!r}; use a local path, s3://, gs:// ...")
-    fs, path = get_fs(uri)
+    where = describe(uri, flag)
+    proto = storage.scheme(uri)
+    if proto in storage.HTTP_SCHEMES:
+        raise ConfigError(f"{where}: an HTTP URL cannot be listed; give a manifest (.parquet/.csv) whose image_uri "
+                          "column holds the http(s) URLs")
+    if proto != "file" and proto not in storage.REMOTE_SCHEMES:
+        raise ConfigError(f"{where}: unsupported scheme {proto!r}; use a local path, s3://, gs:// ...")
+    fs, path = storage.get_fs(uri)
     if not fs.exists(path):
-        raise ConfigError(f"--input {uri!r} does not exist; check the path (and AWS_ENDPOINT_URL for S3)")
-    lower = uri.lower().rstrip("/")
-    if lower.endswith(MANIFEST_SUFFIXES):
-        return InputKind("manifest", uri)
-    if lower.endswith(".zip") or (fs.isdir(path) and fs.exists(posixpath.join(path, "meta.xml"))):
-        return InputKind("dwca", uri)
-    if fs.isdir(path):
-        return InputKind("images", uri)
-    raise ConfigError(f"--input {uri!r} is a file but neither a manifest (.parquet/.csv) nor a Darwin Core "
-                      "Archive (.zip); point --input at a manifest, an archive or a directory of images")
-
-
-# Rows per block handed to the CPU stages. A manifest file is one block when read; split it so decoding
-# runs as many parallel tasks instead of one long one (a few JPEG decodes per row is ~10 ms of work).
-BLOCK_ROWS = 64
-
-
-def read_input(kind: InputKind, reserved: set[str] = frozenset(), labels_from_dirs: bool = False,
-               block_rows: int = BLOCK_ROWS) -> tuple[ray.data.Dataset, dict]:
-    """Dispatches on the input kind; returns the dataset (in blocks of at most ``block_rows`` rows)
-    and input statistics (e.g. rows skipped from an archive)."""
-    stats: dict = {}
-    if kind.kind == "manifest":
-        ds = read_manifest(kind.uri, reserved)
-    elif kind.kind == "images":
-        ds = read_tree(kind.uri, labels_from_dirs)
-    else:
-        from plantray.sources.dwca import read_dwca
-
-        ds, stats = read_dwca(kind.uri)
-        ds = ds.map_batches(prepare_rows, fn_args=("", frozenset(reserved)), batch_format="pyarrow",
-                            batch_size=None, zero_copy_batch=True)
-    return ds.repartition(target_num_rows_per_block=block_rows), stats
-
-
-def open_dataset(uri: str, labels_from_dirs: bool = False, reserved: set[str] = frozenset()):
-    """Detects and reads a DATA/INPUT URI (train, evaluate and classify share this)."""
-    return read_input(detect_input(uri), reserved, labels_from_dirs)
+        raise ConfigError(f"{where} does not exist; check the path (and AWS_ENDPOINT_URL for S3)")
+    if manifest_format(uri):
+        return Manifest(uri, flag)
+    is_dir = fs.isdir(path)
+    if packing(uri) != "dir" or (is_dir and fs.exists(f"{path.rstrip('/')}/meta.xml")):
+        return DarwinCoreArchive(uri, flag)
+    if is_dir:
+        return ImageTree(uri, flag)
+    raise ConfigError(f"{where} is a file but neither a manifest ({', '.join(MANIFEST_FORMATS)}) nor a Darwin Core "
+                      f"Archive ({', '.join(ARCHIVE_SUFFIXES)}); point {flag.rstrip('=')} at a manifest, an archive "
+                      "or a directory of images")

@@ -11,7 +11,7 @@ from plantray.images.augment import SEED, TrainPreset, TrainView, upright_policy
 from plantray.images.loader import EvalView, LoadOptions, load_batch, stack_pixels
 from plantray.images.presets import EvalPreset
 from plantray.model.labels import Labels
-from plantray.sources import open_dataset
+from plantray.sources import open_source
 
 
 def shuffle_rows(table: pa.Table) -> pa.Table:
@@ -155,7 +155,7 @@ def build_datasets(cfg, ds, labels: Labels, preset: TrainPreset, eval_preset: Ev
                               batch_size=cfg.decode_batch_size, batch_format="pyarrow", num_cpus=0.25)
     datasets = {"train": train}
     if cfg.val:
-        val, _ = open_dataset(cfg.val, labels_from_dirs=True)
+        val, _ = open_source(cfg.val, flag="--val").dataset(labels_from_dirs=True)
         datasets["val"] = val.map_batches(eval_rows, fn_args=(EvalView(eval_preset), load, index),
                                           batch_size=cfg.decode_batch_size, batch_format="pyarrow", num_cpus=0.25)
     return datasets
