@@ -27,12 +27,12 @@ TOO_MANY_REDIRECTS = "too many redirects"
 INVALID_URL = "invalid url"
 REQUEST_ERROR = "request error"  # + " (<exception type>)"
 
-# Decoding
-NOT_AN_IMAGE = "not an image"
-UNSUPPORTED_FORMAT = "unsupported image format"
-IMAGE_TOO_LARGE = "image too large"
-TRUNCATED = "truncated image"
-UNDECODABLE = "undecodable image"
+# Decoding (plantray.images.decode.open_image maps every exception Pillow raises to one of these)
+NOT_AN_IMAGE = "not an image"  # no image format's signature at all: HTML, text, PDF, random bytes
+UNSUPPORTED_FORMAT = "unsupported image format"  # a format or variant Pillow cannot decode (some DDS, BMP...)
+IMAGE_TOO_LARGE = "image too large"  # over --max-pixels as stored or once resized, or out of memory
+TRUNCATED = "truncated image"  # the data ends before the image does
+UNDECODABLE = "undecodable image"  # an image signature, but corrupt contents
 
 # plantray's own bugs (anything else should have a name above)
 INTERNAL_ERROR = "internal error"  # + ": <exception type>"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision.transforms.v2 import ColorJitter
 
-from plantray.images.augment import TAG_POLICY, TrainPreset, augment, upright_policy
+from plantray.images.augment import FILL, TAG_POLICY, TrainPreset, augment, colour_jitter, upright_policy
+from plantray.images.crops import random_crop_box
 from plantray.training.data import class_weights
 
 SKY, GROUND = (90, 150, 240), (120, 80, 30)
@@ -93,6 +96,73 @@ def test_policy_is_a_table_with_a_default_row():
     assert preset.allowed(" Habit ") == TAG_POLICY["habit"]
     custom = upright_policy(["habit", "stem"])
     assert custom["stem"]["vflip"] is False and custom["stem"]["rotate"] is False and custom["stem"]["hflip"]
+
+
+CALM = dict(hflip=0, vflip=0, rotation=0, shear=0, translate=0, brightness=0, contrast=0, saturation=0)
+
+
+def _noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_random_resized_crop_is_the_drawn_box_cropped_then_resized():
+    img = _noise(90, 60, seed=1)
+    preset = TrainPreset(image_size=32, **CALM)
+    for seed in range(20):
+        box = random_crop_box(90, 60, preset.scale, preset.ratio, np.random.default_rng(seed))
+        left, top, right, bottom = box
+        assert 0 <= left < right <= 90 and 0 <= top < bottom <= 60  # inside the image
+        assert 0.35 * 0.95 <= (right - left) * (bottom - top) / (90 * 60) <= 1.0
+        expected = np.asarray(img.crop(box).resize((32, 32), Image.BILINEAR))  # PIL's own crop and resize
+        np.testing.assert_array_equal(augment(img, "leaf", preset, np.random.default_rng(seed)), expected)
+
+
+def test_colour_jitter_is_torchvisions_ColorJitter_with_the_same_parameters():
+    img = _noise(40, 30, seed=2)
+    preset = TrainPreset(brightness=0.4, contrast=0.5, saturation=0.6)
+    for seed in range(10):
+        # The draws in the documented order: the permutation, then one factor per magnitude.
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(3)
+        b, c, s = (rng.uniform(max(0, 1 - x), 1 + x) for x in (0.4, 0.5, 0.6))
+        params = dict(fn_idx=torch.tensor(order), brightness_factor=b, contrast_factor=c, saturation_factor=s,
+                      hue_factor=None)
+        expected = ColorJitter(brightness=0.4, contrast=0.5, saturation=0.6).transform(img, params)
+        ours = colour_jitter(img, preset, np.random.default_rng(seed))
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(expected))
+
+
+def test_colour_factors_span_torchvisions_range():
+    grey = Image.new("RGB", (8, 8), (100, 100, 100))  # brightness scales it without clipping up to 2.55x
+    ratios = [np.asarray(colour_jitter(grey, TrainPreset(brightness=0.3, contrast=0, saturation=0),
+                                       np.random.default_rng(s))).mean() / 100 for s in range(300)]
+    assert 0.7 - 0.01 <= min(ratios) < 0.75 and 1.25 < max(ratios) <= 1.3 + 0.01
+    wide = [np.asarray(colour_jitter(grey, TrainPreset(brightness=1.5, contrast=0, saturation=0),
+                                     np.random.default_rng(s))).mean() / 100 for s in range(300)]
+    assert min(wide) < 0.2 and max(wide) > 2.0  # [max(0, 1 - 1.5), 1 + 1.5] = [0, 2.5]
+
+
+def _shift(base: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``base`` moved right by dx and down by dy, uncovered pixels set to the fill (independent of torchvision)."""
+    out = np.empty_like(base)
+    out[:] = FILL
+    h, w = base.shape[:2]
+    out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = base[max(0, -dy):h - max(0, dy),
+                                                                     max(0, -dx):w - max(0, dx)]
+    return out
+
+
+def test_translation_is_a_whole_pixel_shift_filled_with_the_imagenet_mean():
+    preset = TrainPreset(image_size=40, scale=(1.0, 1.0), ratio=(1.0, 1.0), **{**CALM, "translate": 0.1})
+    img = _noise(40, 40, seed=3)  # already 40 x 40: the deterministic crop leaves it as it is
+    base = np.asarray(img)
+    moved = 0
+    for seed in range(30):
+        out = augment(img, "habit", preset, np.random.default_rng(seed))
+        shifts = [(dx, dy) for dx in range(-4, 5) for dy in range(-4, 5) if np.array_equal(out, _shift(base, dx, dy))]
+        assert len(shifts) == 1, seed  # exactly one shift within +-10% of the side explains the output
+        moved += shifts[0] != (0, 0)
+    assert moved >= 25
 
 
 def test_class_weights():

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import TenCrop
 
 from plantray.images import crops as tta
 from plantray.images.loader import LoadOptions, load_batch, preprocess
@@ -31,10 +32,18 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _coordinate_image(width: int, height: int) -> Image.Image:
+    """Each pixel holds its own (x, y) in red and green: a crop's first pixel says where it was cut."""
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    return Image.fromarray(np.stack([x, y, np.zeros_like(x)], axis=-1).astype(np.uint8))
+
+
 def test_five_crop_boxes_on_known_size():
     # 50 x 40 image, 32-pixel crops: corners at x in {0, 18}, y in {0, 8}; centre at ((50-32)//2, (40-32)//2).
-    assert tta.five_crop_boxes(50, 40, 32) == [(0, 0, 32, 32), (18, 0, 50, 32), (0, 8, 32, 40), (18, 8, 50, 40),
-                                               (9, 4, 41, 36)]
+    crops = tta.make_crops(_coordinate_image(50, 40), PRESET, "ten-crop")  # 40 = resize_size: no resampling
+    boxes = [(int(c[0, 0, 0]), int(c[0, 0, 1]), int(c[0, 0, 0]) + 32, int(c[0, 0, 1]) + 32) for c in crops[:5]]
+    assert boxes == [(0, 0, 32, 32), (18, 0, 50, 32), (0, 8, 32, 40), (18, 8, 50, 40),
+                     (9, 4, 41, 36)]
 
 
 def test_ten_crop_pixels_and_mirrors():
@@ -75,7 +84,36 @@ def test_random_ten_crop_pixels_follow_the_params():
     assert crops.shape == (10, 32, 32, 3)
     np.testing.assert_array_equal(crops, tta.make_crops(img, PRESET, "random-ten-crop", tta.image_rng(5, "x")))
     for crop, (box, mirror) in zip(crops, tta.random_crop_params(60, 40, tta.image_rng(5, "x"))):
-        expected = np.asarray(img.resize((32, 32), Image.BILINEAR, box=box))
+        expected = np.asarray(img.crop(box).resize((32, 32), Image.BILINEAR))  # crop, then resize the crop
+        np.testing.assert_array_equal(crop, np.flip(expected, axis=1) if mirror else expected)
+
+
+def test_ten_crop_matches_torchvisions_TenCrop_of_the_resized_image():
+    img = _noise_image(70, 52, seed=6)
+    resized = img.resize((54, 40), Image.BILINEAR)  # shorter side 52 -> 40 = resize_size, 70 -> 53.8 -> 54
+    theirs = [np.asarray(c) for c in TenCrop(32)(resized)]  # five crops, then five crops of the mirrored image
+    ours = tta.make_crops(img, PRESET, "ten-crop")
+    np.testing.assert_array_equal(ours[:5], np.stack(theirs[:5]))
+    # torchvision mirrors the image first, so its left corners come from our right ones and vice versa.
+    np.testing.assert_array_equal(ours[5:], np.stack([theirs[i] for i in (6, 5, 8, 7, 9)]))
+
+
+def test_ten_crop_centre_follows_torchvisions_rounding_on_odd_margins():
+    arr = np.asarray(_coordinate_image(51, 40))  # 51 - 32 = 19: the centre starts at 9.5 -> 10 (round half even)
+    crops = tta.make_crops(Image.fromarray(arr), PRESET, "ten-crop")
+    np.testing.assert_array_equal(crops[4], arr[4:36, 10:42])
+    np.testing.assert_array_equal(crops[9], arr[4:36, 10:42][:, ::-1])
+    for i, (x, y) in enumerate([(0, 0), (19, 0), (0, 8), (19, 8)]):
+        np.testing.assert_array_equal(crops[i], arr[y:y + 32, x:x + 32])
+        np.testing.assert_array_equal(crops[5 + i], arr[y:y + 32, x:x + 32][:, ::-1])
+
+
+def test_random_ten_crop_uses_the_cards_interpolation():
+    img = _noise_image(60, 40, seed=8)
+    preset = EvalPreset(crop_size=32, resize_size=40, interpolation="bicubic")
+    crops = tta.make_crops(img, preset, "random-ten-crop", tta.image_rng(2, "y"))
+    for crop, (box, mirror) in zip(crops, tta.random_crop_params(60, 40, tta.image_rng(2, "y"))):
+        expected = np.asarray(img.crop(box).resize((32, 32), Image.BICUBIC))
         np.testing.assert_array_equal(crop, np.flip(expected, axis=1) if mirror else expected)
 
 

@@ -1,5 +1,7 @@
 """Training-time augmentation, the paper's recipe: per-image geometric ops chosen by the organ ``tag``.
 
+The operations are torchvision's (``transforms.v2.functional`` on PIL images); the parameters are drawn
+here from the image's own numpy generator, so a view is reproducible from its seed on any worker.
 Every image gets a random resized (scale) crop and colour jitter. Shear, translation, horizontal
 mirror, rotation and vertical flip are allowed or not per tag by :data:`TAG_POLICY`, a table: a
 ``habit`` photo (a whole plant) keeps the sky on top, so it is never rotated or flipped upside down,
@@ -11,127 +13,84 @@ image in Ray Data's CPU tasks, so the training loop only ever sees uint8 arrays 
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
-from plantray.images.decode import center_crop, resize_shorter
+from plantray.images.crops import random_crop_box
+from plantray.images.presets import OPS, TAG_POLICY, TrainPreset, upright_policy
 
+__all__ = ["FILL", "OPS", "SEED", "TAG_POLICY", "TrainPreset", "TrainView", "augment", "colour_jitter",
+           "random_resized_crop", "upright_policy"]
 SEED = "_seed"  # per-row seed column of the training stream
-OPS = ("hflip", "vflip", "rotate", "shear", "translate")
-# The tag policy is data: tag -> the geometric ops allowed for it. Unknown or missing tags get "default".
-TAG_POLICY: dict[str, dict[str, bool]] = {
-    "default": {op: True for op in OPS},
-    # Whole-plant photos have a meaningful up (sky) and down (ground): no rotation, no upside-down flip.
-    "habit": {"hflip": True, "vflip": False, "rotate": False, "shear": True, "translate": True},
-}
 # Fill for pixels uncovered by rotation/shear/translation: the ImageNet mean, i.e. zero after normalisation.
 FILL = (124, 116, 104)
-
-
-def upright_policy(tags: list[str]) -> dict[str, dict[str, bool]]:
-    """The default policy with ``tags`` also marked upright-only (no rotation, no vertical flip)."""
-    policy = {k: dict(v) for k, v in TAG_POLICY.items()}
-    for tag in tags:
-        policy[tag] = {**policy["default"], "vflip": False, "rotate": False}
-    return policy
-
-
-@dataclass
-class TrainPreset:
-    """Training augmentation magnitudes (every one 0/1.0 -> a deterministic resize and centre crop).
-
-    Args:
-        image_size: output side in pixels.
-        scale: (min, max) area fraction of the random resized crop.
-        ratio: (min, max) aspect ratio of the random resized crop.
-        hflip, vflip: probabilities of a horizontal mirror / upside-down flip (where the tag allows).
-        rotation: maximum rotation in degrees, uniform in [-rotation, rotation].
-        shear: maximum shear angle in degrees.
-        translate: maximum translation as a fraction of the side.
-        brightness, contrast, saturation: colour jitter; factors uniform in [1 - x, 1 + x].
-        policy: tag -> allowed geometric ops (see :data:`TAG_POLICY`).
-    """
-
-    image_size: int = 224
-    scale: tuple = (0.35, 1.0)
-    ratio: tuple = (3 / 4, 4 / 3)
-    hflip: float = 0.5
-    vflip: float = 0.5
-    rotation: float = 30.0
-    shear: float = 10.0
-    translate: float = 0.1
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
-    policy: dict = field(default_factory=lambda: {k: dict(v) for k, v in TAG_POLICY.items()})
-
-    def allowed(self, tag: str | None) -> dict[str, bool]:
-        """The ops allowed for ``tag`` (the ``default`` row for unknown or missing tags)."""
-        return self.policy.get((tag or "").strip().lower(), self.policy["default"])
-
-    def to_dict(self) -> dict:
-        """For the model card's ``training.augmentation``."""
-        d = asdict(self)
-        d["scale"], d["ratio"] = list(self.scale), list(self.ratio)
-        return d
+_BILINEAR = InterpolationMode.BILINEAR
 
 
 def random_resized_crop(img: Image.Image, preset: TrainPreset, rng: np.random.Generator) -> Image.Image:
-    """A random crop of ``scale`` area and ``ratio`` aspect, resized to ``image_size`` (torchvision's recipe)."""
+    """torchvision's RandomResizedCrop, drawn from ``rng``: a crop of ``scale`` area and ``ratio`` aspect.
+
+    Args:
+        img: an RGB image.
+        preset: ``image_size``, ``scale`` and ``ratio``.
+        rng: the image's random source.
+    Returns:
+        The crop resized to ``image_size``; with zero magnitudes (or when no draw fits) the resize of the
+        shorter side and the centre crop instead.
+    """
+    size = preset.image_size
     width, height = img.size
-    area = width * height
-    log_ratio = (math.log(preset.ratio[0]), math.log(preset.ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*preset.scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if (w, h) == (width, height) or preset.scale[0] >= 1.0 and preset.ratio[0] == preset.ratio[1] == 1.0:
-            break  # the whole image: same as the deterministic path below
-        if 0 < w <= width and 0 < h <= height:
-            left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-            crop = img.crop((left, top, left + w, top + h))
-            return crop.resize((preset.image_size, preset.image_size), Image.BILINEAR)
-    # Fallback (and the zero-magnitude case): the largest central square.
-    return center_crop(resize_shorter(img, preset.image_size), preset.image_size)
+    fixed = preset.scale[0] >= 1.0 and preset.ratio[0] == preset.ratio[1] == 1.0
+    box = None if fixed else random_crop_box(width, height, preset.scale, preset.ratio, rng)
+    if box is None or box == (0, 0, width, height):  # the whole image: the deterministic view, not a squash
+        return F.center_crop(F.resize(img, [size], _BILINEAR), [size, size])
+    left, top, right, bottom = box
+    return F.resized_crop(img, top, left, bottom - top, right - left, [size, size], _BILINEAR)
 
 
 def _affine(img: Image.Image, ops: dict, preset: TrainPreset, rng: np.random.Generator) -> Image.Image:
-    """Rotation, shear and translation about the centre, in one resampling."""
+    """Rotation, shear and translation about the centre in one resampling (RandomAffine's parameters)."""
     angle = rng.uniform(-preset.rotation, preset.rotation) if ops["rotate"] and preset.rotation else 0.0
     shear = rng.uniform(-preset.shear, preset.shear) if ops["shear"] and preset.shear else 0.0
     max_t = preset.translate * preset.image_size if ops["translate"] else 0.0
-    tx, ty = (rng.uniform(-max_t, max_t), rng.uniform(-max_t, max_t)) if max_t else (0.0, 0.0)
+    # Whole pixels, as RandomAffine draws them.
+    tx, ty = (round(rng.uniform(-max_t, max_t)), round(rng.uniform(-max_t, max_t))) if max_t else (0, 0)
     if not (angle or shear or tx or ty):
         return img
-    a, s = math.radians(angle), math.radians(shear)
-    # Forward map: translate(t) . rotate(a) . shear_x(s) about the centre; PIL wants the inverse.
-    fwd = np.array([[math.cos(a), math.cos(a) * math.tan(s) - math.sin(a), 0.0],
-                    [math.sin(a), math.sin(a) * math.tan(s) + math.cos(a), 0.0], [0.0, 0.0, 1.0]])
-    c = (img.size[0] / 2, img.size[1] / 2)
-    centre = np.array([[1, 0, c[0] + tx], [0, 1, c[1] + ty], [0, 0, 1.0]])
-    uncentre = np.array([[1, 0, -c[0]], [0, 1, -c[1]], [0, 0, 1.0]])
-    inv = np.linalg.inv(centre @ fwd @ uncentre)
-    return img.transform(img.size, Image.AFFINE, tuple(inv[:2].ravel()), Image.BILINEAR, fillcolor=FILL)
+    return F.affine(img, angle=angle, translate=[tx, ty], scale=1.0, shear=[shear, 0.0], interpolation=_BILINEAR,
+                    fill=FILL)
 
 
-def colour_jitter(arr: np.ndarray, preset: TrainPreset, rng: np.random.Generator) -> np.ndarray:
-    """Brightness, contrast and saturation jitter on a uint8 HWC array."""
-    if not (preset.brightness or preset.contrast or preset.saturation):
-        return arr
-    x = arr.astype(np.float32)
-    x *= rng.uniform(1 - preset.brightness, 1 + preset.brightness)
-    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = grey[..., None] + rng.uniform(1 - preset.saturation, 1 + preset.saturation) * (x - grey[..., None])
-    mean = grey.mean()
-    x = mean + rng.uniform(1 - preset.contrast, 1 + preset.contrast) * (x - mean)
-    return np.clip(x, 0, 255).astype(np.uint8)
+def colour_jitter(img: Image.Image, preset: TrainPreset, rng: np.random.Generator) -> Image.Image:
+    """torchvision's ColorJitter without hue, drawn from ``rng``.
+
+    Brightness, contrast (about the grey mean) and saturation with factors uniform in
+    [max(0, 1 - x), 1 + x], applied in a random order, as torchvision does.
+
+    Args:
+        img: an RGB image.
+        preset: the magnitudes (``brightness``, ``contrast``, ``saturation``; 0 leaves that one out).
+        rng: the image's random source.
+    Returns:
+        The jittered image.
+    """
+    adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation)
+    magnitudes = (preset.brightness, preset.contrast, preset.saturation)
+    order = rng.permutation(len(adjust))
+    factors = [rng.uniform(max(0.0, 1 - x), 1 + x) if x else None for x in magnitudes]
+    for i in order:
+        if factors[i] is not None:
+            img = adjust[i](img, float(factors[i]))
+    return img
 
 
 def augment(img: Image.Image, tag: str | None, preset: TrainPreset, rng: np.random.Generator) -> np.ndarray:
     """One training view of ``img`` as uint8 [image_size, image_size, 3], respecting the tag's policy.
+
+    Colour comes before the affine step so the contrast mean is the photo's own and the fill stays the
+    ImageNet mean.
 
     Args:
         img: decoded RGB image.
@@ -143,12 +102,13 @@ def augment(img: Image.Image, tag: str | None, preset: TrainPreset, rng: np.rand
     """
     ops = preset.allowed(tag)
     img = random_resized_crop(img, preset, rng)
+    img = colour_jitter(img, preset, rng)
     img = _affine(img, ops, preset, rng)
     if ops["hflip"] and rng.random() < preset.hflip:
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        img = F.horizontal_flip(img)
     if ops["vflip"] and rng.random() < preset.vflip:
-        img = img.transpose(Image.FLIP_TOP_BOTTOM)
-    return colour_jitter(np.asarray(img, dtype=np.uint8), preset, rng)
+        img = F.vertical_flip(img)
+    return np.asarray(img, dtype=np.uint8)
 
 
 class TrainView:

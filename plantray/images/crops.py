@@ -3,8 +3,10 @@
 The paper tests with ten crops per image and averages the softmax. ``ten-crop`` is the classic
 four corners + centre and their horizontal mirrors of the image resized to ``resize_size``;
 ``random-ten-crop`` draws ten milder-than-training random crops, seeded per image so a re-run
-scores the very same pixels. Crops are produced in the loader's CPU tasks (:class:`CropView`); the
-crop predictor sends all crops of a batch through the network in one forward pass.
+scores the very same pixels. The crop operations are torchvision's (``transforms.v2.functional``);
+the random parameters come from the image's numpy generator. Crops are produced in the loader's CPU
+tasks (:class:`CropView`); the crop predictor sends all crops of a batch through the network in one
+forward pass.
 """
 
 from __future__ import annotations
@@ -14,26 +16,18 @@ import math
 
 import numpy as np
 from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
 from plantray.images.decode import center_crop, resize_shorter
-from plantray.images.presets import TTA_MODES, EvalPreset
+from plantray.images.presets import TTA_MODES, EvalPreset, n_crops
+
+__all__ = ["TTA_MODES", "CropView", "image_rng", "make_crops", "n_crops", "random_crop_box", "random_crop_params"]
 
 # Milder than training's RandomResizedCrop (0.08-1.0): a test crop must still show the plant.
 RANDOM_SCALE = (0.7, 1.0)
 RANDOM_RATIO = (3 / 4, 4 / 3)
 Box = tuple[int, int, int, int]  # PIL crop box: left, top, right, bottom
-
-
-def n_crops(mode: str) -> int:
-    """Crops per image for a TTA mode."""
-    return 10 if mode in ("ten-crop", "random-ten-crop") else 1
-
-
-def five_crop_boxes(width: int, height: int, size: int) -> list[Box]:
-    """Top-left, top-right, bottom-left, bottom-right and centre ``size`` squares of a width x height image."""
-    left, top = (width - size) // 2, (height - size) // 2  # as imaging.center_crop
-    corners = [(0, 0), (width - size, 0), (0, height - size), (width - size, height - size), (left, top)]
-    return [(x, y, x + size, y + size) for x, y in corners]
 
 
 def image_rng(seed: int, image_uri: str) -> np.random.Generator:
@@ -43,6 +37,28 @@ def image_rng(seed: int, image_uri: str) -> np.random.Generator:
     """
     digest = int.from_bytes(hashlib.sha256(str(image_uri).encode()).digest()[:8], "little")
     return np.random.default_rng([seed, digest])
+
+
+def random_crop_box(width: int, height: int, scale: tuple, ratio: tuple, rng: np.random.Generator) -> Box | None:
+    """One RandomResizedCrop draw (torchvision's ``get_params``) from a numpy generator instead of torch's.
+
+    Args:
+        width, height: the image size.
+        scale: crop area as a fraction of the image area, drawn uniformly.
+        ratio: crop aspect (width / height) range, drawn log-uniformly.
+        rng: the image's generator.
+    Returns:
+        A PIL box within the image, or None when ten draws do not fit (the caller picks its fallback).
+    """
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):  # rejection sampling, as torchvision: a draw may not fit the image
+        area = width * height * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+            return left, top, left + w, top + h
+    return None
 
 
 def random_crop_params(width: int, height: int, rng: np.random.Generator, n: int = 10,
@@ -60,15 +76,7 @@ def random_crop_params(width: int, height: int, rng: np.random.Generator, n: int
     """
     out = []
     for _ in range(n):
-        box = None
-        for _ in range(10):  # rejection sampling, as torchvision: a draw may not fit the image
-            area = width * height * rng.uniform(*scale)
-            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-            w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-            if 0 < w <= width and 0 < h <= height:
-                left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-                box = (left, top, left + w, top + h)
-                break
+        box = random_crop_box(width, height, scale, ratio, rng)
         if box is None:  # fall back to the largest centred square
             side = min(width, height)
             left, top = (width - side) // 2, (height - side) // 2
@@ -77,8 +85,8 @@ def random_crop_params(width: int, height: int, rng: np.random.Generator, n: int
     return out
 
 
-def _resample(preset: EvalPreset) -> Image.Resampling:
-    return Image.Resampling[preset.interpolation.upper()]
+def _stack(crops: list[Image.Image]) -> np.ndarray:
+    return np.stack([np.asarray(c, np.uint8) for c in crops])
 
 
 def make_crops(img: Image.Image, preset: EvalPreset, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -90,23 +98,26 @@ def make_crops(img: Image.Image, preset: EvalPreset, mode: str, rng: np.random.G
         mode: one of :data:`TTA_MODES`.
         rng: the image's generator, required for ``random-ten-crop``.
     Returns:
-        uint8 ``[n_crops(mode), crop_size, crop_size, 3]``.
+        uint8 ``[n_crops(mode), crop_size, crop_size, 3]``: for ``ten-crop`` the four corners and the
+        centre (torchvision's ``five_crop``), then the mirror of each in the same order.
     """
     size = preset.crop_size
     img = resize_shorter(img, max(preset.resize_size, size), preset.interpolation)
     if mode in ("none", "center"):
-        return np.asarray(center_crop(img, size), np.uint8)[None]
+        return np.asarray(center_crop(img, size), np.uint8)[None]  # the card's preprocessing, as classify
+    # five_crop places the centre crop as torchvision's CenterCrop: an odd margin's half-pixel rounds to even.
     if mode == "ten-crop":
-        five = np.stack([np.asarray(img.crop(b), np.uint8) for b in five_crop_boxes(*img.size, size)])
-        return np.concatenate([five, np.flip(five, axis=2)])
+        five = F.five_crop(img, [size, size])
+        return _stack([*five, *(F.horizontal_flip(c) for c in five)])
     if mode == "random-ten-crop":
         if rng is None:
             raise ValueError("random-ten-crop needs the image's generator")
+        interpolation = InterpolationMode(preset.interpolation)
         crops = []
-        for box, mirror in random_crop_params(*img.size, rng):
-            crop = np.asarray(img.resize((size, size), _resample(preset), box=box), np.uint8)
-            crops.append(np.flip(crop, axis=1) if mirror else crop)
-        return np.stack(crops)
+        for (left, top, right, bottom), mirror in random_crop_params(*img.size, rng):
+            crop = F.resized_crop(img, top, left, bottom - top, right - left, [size, size], interpolation)
+            crops.append(F.horizontal_flip(crop) if mirror else crop)
+        return _stack(crops)
     raise ValueError(f"unknown TTA mode {mode!r}; use one of {TTA_MODES}")
 
 
