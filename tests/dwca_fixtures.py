@@ -182,42 +182,42 @@ def zip_dir(root: str, out: str, folder: str = "") -> str:
     return out
 
 
+def _write_csv(path: str, rows: list[list[str]]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.writelines(_csv(r) + "\n" for r in rows)
+
+
+def _csv_element(tag: str, row_type: str, location: str, fields: list[tuple[int, str]]) -> str:
+    """A <core>/<extension> of quoted, comma-separated, one-header-line UTF-8 text; key at column 0."""
+    key = "id" if tag == "core" else "coreid"
+    return f"""  <{tag} encoding="UTF-8" fieldsTerminatedBy="," linesTerminatedBy="\\n" fieldsEnclosedBy='"'
+        ignoreHeaderLines="1" rowType="{row_type}">
+    <files><location>{location}</location></files>
+    <{key} index="0"/>
+{_fields(fields)}
+  </{tag}>
+"""
+
+
 def write_associated(root: str, occs: list[Occ], media: dict[str, str], extension: list[Media] | None = None) -> str:
     """An iNaturalist/IPT-like archive: quoted CSV core whose ``dwc:associatedMedia`` holds ``media[occ.id]``
     (the raw text, separators and all); with ``extension``, also a GBIF Simple Multimedia extension.
     Returns ``root``."""
     os.makedirs(root, exist_ok=True)
-    with open(f"{root}/observations.csv", "w", encoding="utf-8", newline="") as f:
-        f.write(_csv(["id", "occurrenceID", "scientificName", "countryCode", "associatedMedia"]) + "\n")
-        for o in occs:
-            f.write(_csv([o.id, o.occurrenceID, o.scientificName, o.countryCode, media.get(o.id, "")]) + "\n")
-    ext = ""
+    _write_csv(f"{root}/observations.csv", [["id", "occurrenceID", "scientificName", "countryCode", "associatedMedia"]]
+               + [[o.id, o.occurrenceID, o.scientificName, o.countryCode, media.get(o.id, "")] for o in occs])
+    elements = _csv_element("core", f"{DWC}Occurrence", "observations.csv", [
+        (0, f"{GBIF}gbifID"), (1, f"{DWC}occurrenceID"), (2, f"{DWC}scientificName"), (3, f"{DWC}countryCode"),
+        (4, f"{DWC}associatedMedia")])
     if extension is not None:
-        with open(f"{root}/media.csv", "w", encoding="utf-8", newline="") as f:
-            f.write(_csv(["id", "identifier", "type", "license", "rightsHolder", "creator"]) + "\n")
-            for m in extension:
-                f.write(_csv([m.coreid, m.url, _TYPES[m.kind], m.license, m.rightsHolder, m.creator]) + "\n")
-        ext = f"""  <extension encoding="UTF-8" fieldsTerminatedBy="," linesTerminatedBy="\\n" fieldsEnclosedBy='"'
-        ignoreHeaderLines="1" rowType="{GBIF}Multimedia">
-    <files><location>media.csv</location></files>
-    <coreid index="0"/>
-{_fields([(1, f"{DC}identifier"), (2, f"{DC}type"), (3, f"{DC}license"), (4, f"{DCT}rightsHolder"),
-          (5, f"{DC}creator")])}
-  </extension>
-"""
-    meta = f"""<?xml version="1.0" encoding="UTF-8"?>
-<archive xmlns="http://rs.tdwg.org/dwc/text/">
-  <core encoding="UTF-8" fieldsTerminatedBy="," linesTerminatedBy="\\n" fieldsEnclosedBy='"'
-        ignoreHeaderLines="1" rowType="{DWC}Occurrence">
-    <files><location>observations.csv</location></files>
-    <id index="0"/>
-{_fields([(0, f"{GBIF}gbifID"), (1, f"{DWC}occurrenceID"), (2, f"{DWC}scientificName"), (3, f"{DWC}countryCode"),
-          (4, f"{DWC}associatedMedia")])}
-  </core>
-{ext}</archive>
-"""
+        _write_csv(f"{root}/media.csv", [["id", "identifier", "type", "license", "rightsHolder", "creator"]]
+                   + [[m.coreid, m.url, _TYPES[m.kind], m.license, m.rightsHolder, m.creator] for m in extension])
+        elements += _csv_element("extension", f"{GBIF}Multimedia", "media.csv", [
+            (1, f"{DC}identifier"), (2, f"{DC}type"), (3, f"{DC}license"), (4, f"{DCT}rightsHolder"),
+            (5, f"{DC}creator")])
     with open(f"{root}/meta.xml", "w", encoding="utf-8") as f:
-        f.write(meta)
+        f.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<archive xmlns="http://rs.tdwg.org/dwc/text/">\n'
+                f"{elements}</archive>\n")
     return root
 
 

@@ -16,8 +16,18 @@ from dwca_fixtures import Media, Occ, sample_rows, tar_dir, write_associated, wr
 
 from plantray.config import ConfigError
 from plantray.sources import BLOCK_ROWS, DarwinCoreArchive, ImageTree, Manifest, open_source
-from plantray.sources.dwca import FROM_CORE, SKIP, associated_rows, associated_skip_reason, mark_duplicates, split_media
-from plantray.sources.dwcameta import member_name, packing, read_meta
+from plantray.sources.base import describe
+from plantray.sources.dwca import (
+    FROM_CORE,
+    SKIP,
+    associated_rows,
+    associated_skip_reason,
+    classify_media,
+    mark_duplicates,
+    read_file,
+    split_media,
+)
+from plantray.sources.dwcameta import local_name, member_name, open_member, packing, read_meta
 from plantray.sources.manifest import manifest_format, prepare_rows
 from plantray.sources.tree import dir_labels, table_chunks
 from tests.helpers import tiny_model
@@ -77,6 +87,11 @@ def test_open_source_refusals_name_the_flag(tmp_path, uri, needle):
     with pytest.raises(ConfigError) as e:
         open_source(uri, flag="--test t=")
     assert str(e.value).startswith(f"--test t={uri}")
+
+
+def test_describe():
+    assert describe("/d/m.parquet", "--input") == "--input '/d/m.parquet'"
+    assert describe("s3://b/t", "--test leaves=") == "--test leaves=s3://b/t"
 
 
 # --- Manifest ------------------------------------------------------------------------------------------
@@ -234,6 +249,56 @@ def test_read_meta_from_tar_gz(tmp_path, folder):
     assert (meta.core.member, meta.media[0].member) == (f"{prefix}occurrence.txt", f"{prefix}multimedia.txt")
     sizes = [os.path.getsize(tmp_path / "a" / n) for n in ("occurrence.txt", "multimedia.txt")]
     assert meta.size_bytes == sum(sizes) and meta.core.delimiter == "\t"
+
+
+@pytest.mark.parametrize("term, name", [("http://purl.org/dc/terms/type", "type"), ("dc:type", "type"),
+                                        ("http://rs.tdwg.org/ac/terms/accessURI", "accessURI"),
+                                        ("http://ns.adobe.com/xap/1.0/rights/Owner", "Owner"),
+                                        ("http://example.org/vocab#license", "license"), ("identifier", "identifier")])
+def test_local_name(term, name):
+    assert local_name(term) == name
+
+
+def test_classify_media_adds_skip_in_the_image_schema():
+    columns = {"gbifID": ["1", "2", "3"], "image_uri": ["http://x/a.jpg", "http://x/s", ""],
+               "format": [None, "audio/ogg", None], "type": ["StillImage", None, "StillImage"],
+               "license": ["CC0", None, None], "rightsHolder": [None] * 3, "creator": [None] * 3,
+               "references": [None] * 3}
+    table = pa.table(columns, schema=pa.schema([(c, pa.string()) for c in columns]))  # as read_file makes them
+    out = classify_media(table)
+    assert out[SKIP].to_pylist() == [None, "sound", "no url"] and out[FROM_CORE].to_pylist() == [False] * 3
+    assert out["license"].to_pylist() == ["CC0", None, None]
+    assert out.schema == associated_rows(pa.table({"gbifID": ["1"], "associatedMedia": ["http://x/a"]})).schema
+
+
+@pytest.mark.parametrize("packed", ["dir", "zip", "tgz"])
+def test_open_member_streams_each_file(tmp_path, packed):
+    occs, media = sample_rows()
+    root = write_gbif(str(tmp_path / "a"), occs, media)
+    uri = root
+    if packed == "zip":
+        uri = zip_dir(root, str(tmp_path / "a.zip"), folder="x")
+    elif packed == "tgz":
+        uri = tar_dir(root, str(tmp_path / "a.tgz"), folder="x")
+    meta = read_meta(uri)
+    for spec in (meta.core, *meta.media):
+        with open_member(uri, spec.member) as f, open(os.path.join(root, spec.location), "rb") as want:
+            assert f.read() == want.read()
+
+
+def test_read_file_streams_associated_media_without_ray(tmp_path):
+    occs = [Occ("1", "urn:1", "Rosa canina"), Occ("2", "urn:2", "Acer campestre")]
+    root = write_associated(str(tmp_path / "a"), occs, {"1": "http://x/a.jpg|http://x/b.mp4", "2": "http://x/c"})
+    with open(f"{root}/observations.csv", "a") as f:
+        f.write('"3","urn:3"\n')  # too few fields: counted as a malformed row
+    meta = read_meta(root)
+    table = pa.concat_tables(read_file(meta.associated[0]))
+    assert table["gbifID"].to_pylist() == ["1", "1", "2", None]
+    assert table["image_uri"].to_pylist() == ["http://x/a.jpg", "http://x/b.mp4", "http://x/c", None]
+    assert table[SKIP].to_pylist() == [None, "video", None, "malformed row"]
+    core = pa.concat_tables(read_file(meta.core))
+    assert core["gbifID"].to_pylist() == ["1", "2"] and core["publisherScientificName"].to_pylist() == \
+        ["Rosa canina", "Acer campestre"]
 
 
 def _bad_archives(tmp_path) -> dict[str, tuple[str, str]]:
