@@ -14,7 +14,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 JOB_NAMES = {"train", "classify", "evaluate", "nightly"}
 JOB_RE = re.compile(r"\bjobs/(\w+)\.py\b")

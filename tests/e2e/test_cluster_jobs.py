@@ -10,15 +10,15 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from multinode import RayCluster, wait_for_job
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from plantray.storage import table as tbl
 from tests.helpers import jpeg_bytes, tiny_model
+from tests.multinode import RayCluster, wait_for_job
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUCKET = "plantray-test"
 EXCLUDES = [".git", ".venv", "tests", "bench", "outputs", "runs", "quickstart", "*.log"]
 

@@ -12,7 +12,6 @@ import zipfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dwca_fixtures import Media, Occ, sample_rows, tar_dir, write_associated, write_gbif, zip_dir
 
 from plantray.config import ConfigError
 from plantray.sources import BLOCK_ROWS, DarwinCoreArchive, ImageTree, Manifest, open_source
@@ -30,9 +29,10 @@ from plantray.sources.dwca import (
 from plantray.sources.dwcameta import local_name, member_name, open_member, packing, read_meta
 from plantray.sources.manifest import manifest_format, prepare_rows
 from plantray.sources.tree import dir_labels, table_chunks
+from tests.dwca_fixtures import Media, Occ, sample_rows, tar_dir, write_associated, write_gbif, zip_dir
 from tests.helpers import tiny_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _touch(path, data: bytes = b"x") -> str:

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from multinode import RayCluster, cluster_fixture, is_alive, wait_for_job
 from ray.job_submission import JobStatus, JobSubmissionClient
+
+from tests.multinode import RayCluster, cluster_fixture, is_alive, wait_for_job
 
 pytestmark = pytest.mark.slow
 

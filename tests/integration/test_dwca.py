@@ -11,7 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
-from dwca_fixtures import (
+from PIL import Image
+
+from plantray.config import ConfigError
+from plantray.sources import open_source
+from plantray.sources.dwca import SKIP, mark_duplicates, read_dwca, skip_reason
+from plantray.sources.dwcameta import read_meta
+from tests.dwca_fixtures import (
     Media,
     Occ,
     expected_images,
@@ -23,12 +29,6 @@ from dwca_fixtures import (
     write_publisher,
     zip_dir,
 )
-from PIL import Image
-
-from plantray.config import ConfigError
-from plantray.sources import open_source
-from plantray.sources.dwca import SKIP, mark_duplicates, read_dwca, skip_reason
-from plantray.sources.dwcameta import read_meta
 
 # --- pure functions ------------------------------------------------------------------------------------
 
