@@ -34,8 +34,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 def make_data(root: str, images: int, seed: int) -> tuple[str, list[str]]:
     """A synth dataset with ``2 * images`` training JPEGs at the paper's statistics; manifest + paths."""
-    from plantray.commands.synth import SynthConfig
-    from plantray.synth.dataset import synthesize
+    from plantray.commands.synth import SynthConfig, synthesize
 
     species = 8
     synthesize(SynthConfig(out=root, species=species, images_per_species=-(-2 * images // species),

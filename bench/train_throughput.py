@@ -73,8 +73,7 @@ def main():
     args = parser.parse_args()
 
     from plantray.cluster import ensure_ray
-    from plantray.commands.synth import SynthConfig
-    from plantray.synth.dataset import synthesize
+    from plantray.commands.synth import SynthConfig, synthesize
 
     work = tempfile.mkdtemp(prefix="plantray-trainbench-")
     data = os.path.join(work, "data")

@@ -149,8 +149,7 @@ def _train_tiny(train_manifest: str, labels: Labels, steps: int = 40):
 
 @pytest.mark.slow
 def test_end_to_end_ten_crop_two_sets_two_models(tmp_path, ray_session):
-    from plantray.commands.synth import SynthConfig
-    from plantray.synth.dataset import synthesize
+    from plantray.commands.synth import SynthConfig, synthesize
 
     data = tmp_path / "synth"
     info = synthesize(SynthConfig(out=str(data), species=4, images_per_species=16, test_per_species=4,

@@ -14,9 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from plantray.commands.synth import SynthConfig
+from plantray.commands.synth import SynthConfig, synthesize
 from plantray.config import ConfigError
-from plantray.synth.dataset import synthesize
 
 TINY = {"min_pixels": 4_000, "max_pixels": 12_000}
 COLUMNS = ["image_uri", "scientificName", "genus", "family", "taxonID", "tag", "width", "height",

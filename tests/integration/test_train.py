@@ -17,10 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from plantray.cli import main
-from plantray.commands.synth import SynthConfig
+from plantray.commands.synth import SynthConfig, synthesize
 from plantray.commands.train import TrainConfig, train
 from plantray.inference.planner import Resources, train_scaling
-from plantray.synth.dataset import synthesize
 from plantray.training.loop import build_optimizer, load_checkpoint, save_checkpoint
 from plantray.training.run import FAIL_AFTER_EPOCH_ENV
 
