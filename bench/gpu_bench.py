@@ -310,7 +310,7 @@ def _predict(net, arrays: list, keep: list | None) -> int:
 
 def stage_e2e_cpu_decode(model_dir: str, paths: list[str], sizes: Sizes, device: torch.device, pool,
                          keep: list) -> dict:
-    """CPU path: ``sizes.procs`` processes decode with plantray.imaging; plantray.predict.Network (bf16)."""
+    """CPU path: ``sizes.procs`` processes decode with plantray.images.loader; plantray.model.network.Network (bf16)."""
     from plantray.model.artifact import load_artifact
     from plantray.model.network import Network
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from plantray.columns import IMAGE_URI
+from plantray.columns import IMAGE_URI, SCIENTIFIC_NAME
 from plantray.config import ConfigError
 
 if TYPE_CHECKING:
     import ray
 
-LABEL = "scientificName"
+LABEL = SCIENTIFIC_NAME
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 # Rows per block handed to the CPU stages. A manifest file is one block when read; split it so decoding
 # runs as many parallel tasks instead of one long one (a few JPEG decodes per row is ~10 ms of work).
