@@ -153,6 +153,10 @@ def train(cfg: TrainConfig) -> dict:
                "classes": len(labels), "unlabelled": scan["unlabelled"], "skipped_unreadable": skipped,
                "final": history[-1] if history else {}, "epochs_run_now": epochs_now,
                "seconds": info["duration_seconds"], "sha256": card["weights"]["sha256"]}
+    if cfg.val:  # calibrated confidences from the start: the temperature goes into the card just written
+        from plantray.commands.calibrate import after_training
+
+        summary["calibration"] = after_training(cfg)
     write_run_record(cfg.output, "train", cfg, summary, started)
     return summary
 
