@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from plantray import columns as col
+
 BINS = 15  # Guo et al.'s M
 EPS = 1e-12  # log(0) guard: a probability of exactly 0 for the true class
 T_RANGE = (0.05, 20.0)  # the fit's search interval; a fit at an end says the data could not place T
@@ -49,8 +51,8 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = BI
     """
     conf = np.asarray(confidence, np.float64)
     ok = np.asarray(correct, np.float64)
-    # ceil(conf * M) - 1 puts m/M itself in bin m (right-closed); a confidence of 0 joins the first bin.
-    index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    # Right-closed bins on linspace edges, as Guo et al.'s code (lower < conf <= upper); 0 joins the first.
+    index = np.digitize(conf, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True)
     count = np.bincount(index, minlength=bins)
     conf_sum = np.bincount(index, weights=conf, minlength=bins)
     ok_sum = np.bincount(index, weights=ok, minlength=bins)
@@ -175,3 +177,24 @@ def figures(logits: np.ndarray, true: np.ndarray, temperature: float) -> dict:
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == true
     return {"nll": nll(probs[np.arange(len(probs)), true]), "ece": ece(confidence, correct)}
+
+
+def score_rows(table, bins: int = BINS) -> dict:
+    """Calibration of one model on one test set from evaluate's per-image rows, with and without T.
+
+    Args:
+        table: pyarrow rows of one test set that were classified (no ``error``), with ``topk_confidence``,
+            ``correct@1``, ``true_probability``, ``brier`` and their ``uncalibrated_`` twins.
+    Returns:
+        ``{"calibrated": summary, "uncalibrated": summary}`` (:func:`summary`); the argmax does not depend
+        on T, so ``correct@1`` serves both.
+    """
+    def values(name: str) -> np.ndarray:
+        return np.asarray(table.column(name).to_numpy(zero_copy_only=False), np.float64)
+
+    top = table.column(col.TOPK_CONFIDENCE).to_pylist()
+    confidence = np.array([c[0] if c else np.nan for c in top], np.float64)
+    correct = np.asarray(table.column("correct@1").to_pylist(), bool)
+    return {"calibrated": summary(confidence, correct, values(col.TRUE_PROBABILITY), values(col.BRIER), bins),
+            "uncalibrated": summary(values(col.UNCALIBRATED_CONFIDENCE), correct,
+                                    values(col.UNCALIBRATED_TRUE_PROBABILITY), values(col.UNCALIBRATED_BRIER), bins)}
