@@ -168,6 +168,8 @@ def format_summary(summary: dict) -> str:
              f"in {summary['seconds']} s -> {summary['output']}",
              f"  final loss {final.get('loss', float('nan')):.4f}  accuracy {final.get('accuracy', 0):.3f}"
              + (f"  val_accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else "")]
+    if "calibration" in summary:
+        lines.append(f"  calibrated on --val: temperature {summary['calibration']['temperature']:.4g} (model card)")
     if summary["skipped_unreadable"] or summary["unlabelled"]:
         lines.append(f"  skipped: {summary['skipped_unreadable']} unreadable, {summary['unlabelled']} unlabelled")
     return "\n".join(lines)
