@@ -31,6 +31,16 @@ DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificati
 # Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
 RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, ERROR})
 
+# Calibration columns of evaluate's per-image rows (the calibrated top-1 is topk_confidence[0]); the
+# ``uncalibrated_`` ones are the same from the raw softmax (temperature 1), so one run reports both.
+TRUE_PROBABILITY = "true_probability"  # the probability given to the image's true species
+BRIER = "brier"  # sum over classes of (p_c - 1[c = true])^2
+UNCALIBRATED_CONFIDENCE = "uncalibrated_confidence"
+UNCALIBRATED_TRUE_PROBABILITY, UNCALIBRATED_BRIER = "uncalibrated_true_probability", "uncalibrated_brier"
+# Columns of calibrate's rows (never written: streamed to the driver's temperature fit)
+LABEL_INDEX, LOGITS = "label_index", "logits"
+
 # Parquet file metadata keys
 CARD_METADATA_KEY = b"plantray.model_card"
 PRECISION_METADATA_KEY = b"plantray.precision"  # what --precision auto resolved to on the actor's node
+CALIBRATION_METADATA_KEY = b"plantray.calibration"  # the card's calibration, or {"method": "none"}

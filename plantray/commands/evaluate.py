@@ -125,6 +125,33 @@ def predictions(cfg: EvaluateConfig, run, tests: list, plan):
                    predictor=CropPredictor, model_uri=run.uri, model_label=run.label, ks=tuple(report_ks(cfg.top_k)))
 
 
+def score_calibration(uri: str, run, entries: list[dict]) -> None:
+    """Adds to each (model, test set) entry its calibration with and without the card's temperature.
+
+    Reads only the per-image scalar columns of the classified rows (:func:`plantray.evaluation.calibration
+    .score_rows`), so this too can be recomputed from the predictions alone.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from plantray import columns as col
+    from plantray import storage
+    from plantray.evaluation.calibration import score_rows
+
+    names = ["test_set", col.TOPK_CONFIDENCE, "correct@1", col.TRUE_PROBABILITY, col.BRIER,
+             col.UNCALIBRATED_CONFIDENCE, col.UNCALIBRATED_TRUE_PROBABILITY, col.UNCALIBRATED_BRIER]
+    table = None
+    if storage.exists(uri):
+        fs, path = storage.arrow_fs(uri)
+        table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
+            columns=names, filter=pc.field(col.ERROR).is_null())
+    for e in entries:
+        rows = table.filter(pc.equal(table.column("test_set"), e["test_set"])) if table is not None else None
+        scores = score_rows(rows) if rows is not None and rows.num_rows else None
+        e["calibration"] = {"temperature": run.artifact.temperature, "fitted": bool(run.artifact.calibration),
+                            **(scores or {"calibrated": None, "uncalibrated": None})}
+
+
 def evaluate(cfg: EvaluateConfig) -> dict:
     """Runs ``plantray evaluate``; returns the summary (also REPORT_DIR/report.json).
 
@@ -156,7 +183,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         out = storage.join(cfg.output, PREDICTIONS, f"model_{i}")
         fs, path = storage.arrow_fs(out)
         predictions(cfg, run, tests, plan).write_parquet(path, filesystem=fs)
-        results += score_run(out, run, tests, ks, cfg.bootstrap, cfg.seed)
+        entries = score_run(out, run, tests, ks, cfg.bootstrap, cfg.seed)
+        score_calibration(out, run, entries)
+        results += entries
     summary = {"output": cfg.output, "tta": cfg.tta, "crops": n_crops(cfg.tta), "ks": ks,
                "min_train_images": cfg.min_train_images, "seed": cfg.seed, "bootstrap": cfg.bootstrap,
                "models": [{"label": r.label, "uri": r.uri, "name": r.artifact.card["name"],

@@ -153,6 +153,10 @@ def train(cfg: TrainConfig) -> dict:
                "classes": len(labels), "unlabelled": scan["unlabelled"], "skipped_unreadable": skipped,
                "final": history[-1] if history else {}, "epochs_run_now": epochs_now,
                "seconds": info["duration_seconds"], "sha256": card["weights"]["sha256"]}
+    if cfg.val:  # calibrated confidences from the start: the temperature goes into the card just written
+        from plantray.commands.calibrate import after_training
+
+        summary["calibration"] = after_training(cfg)
     write_run_record(cfg.output, "train", cfg, summary, started)
     return summary
 
@@ -164,6 +168,8 @@ def format_summary(summary: dict) -> str:
              f"in {summary['seconds']} s -> {summary['output']}",
              f"  final loss {final.get('loss', float('nan')):.4f}  accuracy {final.get('accuracy', 0):.3f}"
              + (f"  val_accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else "")]
+    if "calibration" in summary:
+        lines.append(f"  calibrated on --val: temperature {summary['calibration']['temperature']:.4g} (model card)")
     if summary["skipped_unreadable"] or summary["unlabelled"]:
         lines.append(f"  skipped: {summary['skipped_unreadable']} unreadable, {summary['unlabelled']} unlabelled")
     return "\n".join(lines)

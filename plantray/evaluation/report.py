@@ -86,6 +86,62 @@ def tag_table(summary: dict) -> str:
     return "\n".join(_table(["Model", "Test set", *tags], rows))
 
 
+def _num(value: float | None) -> str:
+    return DASH if value is None else f"{value:.4f}"
+
+
+def _calibrated(summary: dict) -> list[dict]:
+    return [e for e in summary["results"] if e.get("calibration") and e["calibration"]["uncalibrated"]]
+
+
+def calibration_table(summary: dict) -> str:
+    """NLL, ECE (15 bins), Brier, mean confidence and Top-1 per (model, test set): the raw softmax, and the
+    card's temperature when the model has one."""
+    rows = []
+    for e in _calibrated(summary):
+        c = e["calibration"]
+        variants = [("softmax (T = 1)" if c["fitted"] else "softmax (model not calibrated)", c["uncalibrated"])]
+        if c["fitted"]:
+            variants.append((f"temperature T = {c['temperature']:.4g}", c["calibrated"]))
+        for label, s in variants:
+            rows.append([e["model"], e["test_set"], label, s["images"], _num(s["nll"]), _num(s["ece"]),
+                         _num(s["brier"]), pct(s["mean_confidence"]), pct(s["accuracy"])])
+    if not rows:
+        return "(no classified images)"
+    return "\n".join(_table(["Model", "Test set", "Probabilities", "Images", "NLL", "ECE (15 bins)", "Brier",
+                              "Mean confidence (%)", "Top-1 (%)"], rows))
+
+
+def reliability_png(summary: dict) -> bytes:
+    """A PNG reliability diagram per (model, test set): accuracy against mean confidence in each of the 15
+    bins, raw softmax and calibrated, with the diagonal of perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = _calibrated(summary) or [None]
+    fig, axes = plt.subplots(1, len(entries), figsize=(4.5 * len(entries), 4.5), squeeze=False)
+    for ax, e in zip(axes[0], entries):
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        if e is not None:
+            c = e["calibration"]
+            variants = [("softmax", c["uncalibrated"], "o-")] + (
+                [(f"T = {c['temperature']:.3g}", c["calibrated"], "s-")] if c["fitted"] else [])
+            for label, s, style in variants:
+                full = [b for b in s["bins"] if b["images"]]
+                ax.plot([b["confidence"] for b in full], [b["accuracy"] for b in full], style, ms=4,
+                        label=f"{label} (ECE {s['ece']:.3f})")
+            ax.set_title(f"{e['model']} / {e['test_set']}", fontsize=9)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence in bin", ylabel="accuracy in bin")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def markdown_report(summary: dict) -> str:
     """The whole report.md."""
     models = "\n".join(f"- **{m['label']}**: `{m['uri']}` ({m['name']} {m['version']}, sha256 {m['sha256'][:12]})"
@@ -100,7 +156,11 @@ def markdown_report(summary: dict) -> str:
         "## Accuracy (%)", markdown_table(summary), "",
         "## Images and labels", details_table(summary), "",
         "## Top-1 (%) per tag", tag_table(summary), "",
-        "![accuracy](accuracy.png)", ""])
+        "![accuracy](accuracy.png)", "",
+        "## Calibration", "NLL, expected calibration error (ECE: 15 equal-width bins of the top-1 confidence) "
+        "and multi-class Brier score, from the raw softmax and with the model card's temperature "
+        "(Guo et al. 2017).", "", calibration_table(summary), "",
+        "![reliability](reliability.png)", ""])
 
 
 def chart_png(summary: dict) -> bytes:
@@ -145,7 +205,7 @@ def _tag_bars(ax: Any, summary: dict, np: Any) -> None:
 
 
 def write_report(summary: dict) -> None:
-    """Writes report.md, report.json and accuracy.png into ``summary["output"]``.
+    """Writes report.md, report.json, accuracy.png and reliability.png into ``summary["output"]``.
 
     Args:
         summary: the evaluation summary.
@@ -154,3 +214,4 @@ def write_report(summary: dict) -> None:
     storage.write_bytes(storage.join(out, "report.json"), json.dumps(summary, indent=2, default=str).encode())
     storage.write_bytes(storage.join(out, "report.md"), markdown_report(summary).encode())
     storage.write_bytes(storage.join(out, "accuracy.png"), chart_png(summary))
+    storage.write_bytes(storage.join(out, "reliability.png"), reliability_png(summary))

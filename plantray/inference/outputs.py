@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import pyarrow.dataset as pads
 import ray
 
 from plantray import storage
-from plantray.columns import ERROR, PRECISION_METADATA_KEY
+from plantray.columns import CALIBRATION_METADATA_KEY, ERROR, PRECISION_METADATA_KEY
 
 
 def write_predictions(ds: ray.data.Dataset, uri: str, rows_per_file: int) -> None:
@@ -24,7 +25,7 @@ def summarize(uri: str, seconds: float) -> dict:
 
     Returns:
         ``images``, ``classified``, ``failed``, ``failures_by_reason``, ``files``, ``seconds``,
-        ``images_per_second``, ``precision``.
+        ``images_per_second``, ``precision``, ``calibration`` (the temperature applied, or ``none``).
     """
     fs, path = storage.arrow_fs(uri)
     dataset = pads.dataset(path, filesystem=fs, format="parquet")
@@ -38,4 +39,15 @@ def summarize(uri: str, seconds: float) -> dict:
     return {"images": rows, "classified": rows - sum(reasons.values()), "failed": sum(reasons.values()),
             "failures_by_reason": dict(reasons.most_common()), "files": len(dataset.files),
             "seconds": round(seconds, 2), "images_per_second": round(rows / seconds, 2) if seconds > 0 else None,
-            "precision": ",".join(sorted(precision)) or None}
+            "precision": ",".join(sorted(precision)) or None, "calibration": _calibration(dataset)}
+
+
+def _calibration(dataset: pads.Dataset) -> str | None:
+    """What the files' footers say was applied: ``temperature 1.83`` or ``none`` (joined when they differ)."""
+    seen = set()
+    for f in dataset.get_fragments():
+        raw = (f.physical_schema.metadata or {}).get(CALIBRATION_METADATA_KEY)
+        if raw:
+            c = json.loads(raw)
+            seen.add(f"temperature {c['temperature']:.4g}" if c.get("method") == "temperature" else "none")
+    return ",".join(sorted(seen)) or None

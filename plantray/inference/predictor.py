@@ -19,7 +19,7 @@ from plantray import columns as col
 from plantray.images.loader import stack_pixels
 from plantray.inference.ranking import rollup, top_k_indices
 from plantray.model.artifact import load_artifact
-from plantray.model.network import Network
+from plantray.model.network import Network, softmax
 from plantray.model.precision import pick_device
 
 
@@ -53,8 +53,11 @@ class Predictor:
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
         self.top_k, self.crops = min(top_k, len(self.labels)), crops
         self.rollup_threshold, self.finish = rollup_threshold, finish
+        self.temperature = self.artifact.temperature  # 1.0 for a model never calibrated
         self.metadata = {col.CARD_METADATA_KEY: json.dumps(self.artifact.card).encode(),
-                         col.PRECISION_METADATA_KEY: self.net.precision.encode()}
+                         col.PRECISION_METADATA_KEY: self.net.precision.encode(),
+                         col.CALIBRATION_METADATA_KEY: json.dumps(self.artifact.calibration
+                                                                  or {"method": "none"}).encode()}
 
     def __call__(self, table: pa.Table) -> pa.Table:
         size = self.net.preset.crop_size
@@ -69,10 +72,14 @@ class Predictor:
         return out.replace_schema_metadata({**(out.schema.metadata or {}), **self.metadata})
 
     def probabilities(self, images: np.ndarray, images_valid: int) -> np.ndarray:
-        """float32 ``[V, C]``: the softmax averaged over each valid image's crops, from ONE forward pass."""
+        """float32 ``[V, C]``: the softmax averaged over each valid image's crops, from ONE forward pass.
+
+        The logits are divided by the card's temperature first (1.0 when uncalibrated), so every
+        confidence, ranking probability and roll-up downstream is calibrated.
+        """
         if images_valid == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        probs = self.net.probabilities(images)
+        probs = self.net.probabilities(images, self.temperature)
         return probs.view(images_valid, self.crops, -1).mean(dim=1).numpy()
 
     def columns(self, table: pa.Table, probs: np.ndarray, rows: np.ndarray) -> dict[str, pa.Array]:
@@ -132,6 +139,35 @@ class CropPredictor(Predictor):
         self.label, self.ks = model_label, tuple(ks)
         self.genus = dict(zip(self.labels.names, self.labels.genus))
         self.family = dict(zip(self.labels.names, self.labels.family))
+        self.index = {name: i for i, name in enumerate(self.labels.names)}
+        self.raw = np.zeros((0, len(self.labels)), np.float32)
+
+    def probabilities(self, images: np.ndarray, images_valid: int) -> np.ndarray:
+        """As :meth:`Predictor.probabilities`; the raw softmax (T = 1) of the same pass is kept in ``raw``
+        for this batch's ``uncalibrated_*`` columns."""
+        if images_valid == 0:
+            self.raw = np.zeros((0, len(self.labels)), np.float32)
+            return self.raw
+        logits = self.net.logits(images)
+        self.raw = softmax(logits).view(images_valid, self.crops, -1).mean(dim=1).numpy()
+        return softmax(logits, self.temperature).view(images_valid, self.crops, -1).mean(dim=1).numpy()
+
+    def _calibration_columns(self, probs: np.ndarray, rows: np.ndarray, true: list, n: int) -> dict:
+        """Per image: probability of the true class and Brier contribution, calibrated and raw
+        (evaluation.calibration aggregates them; the rows hold known labels only)."""
+        index = np.array([self.index.get(true[r], -1) for r in rows], np.int64)
+        known = index >= 0
+        cols = {}
+        for (p_col, brier_col), p in (((col.TRUE_PROBABILITY, col.BRIER), probs),
+                                      ((col.UNCALIBRATED_TRUE_PROBABILITY, col.UNCALIBRATED_BRIER), self.raw)):
+            p64 = p.astype(np.float64)
+            p_true = np.where(known, p64[np.arange(len(p64)), np.maximum(index, 0)], np.nan)
+            brier = (p64**2).sum(axis=1) - 2 * p_true + 1
+            cols[p_col] = pa.array(scatter(p_true.tolist(), rows, n), pa.float64())
+            cols[brier_col] = pa.array(scatter(brier.tolist(), rows, n), pa.float64())
+        cols[col.UNCALIBRATED_CONFIDENCE] = pa.array(scatter(self.raw.max(axis=1, initial=0).tolist(), rows, n),
+                                                     pa.float64())
+        return cols
 
     def columns(self, table: pa.Table, probs: np.ndarray, rows: np.ndarray) -> dict[str, pa.Array]:
         n = table.num_rows
@@ -154,5 +190,6 @@ class CropPredictor(Predictor):
         for k in self.ks:
             cols[f"correct@{k}"] = pa.array([None if r is None else t in r[:k] for r, t in zip(names, true)],
                                             pa.bool_())
+        cols.update(self._calibration_columns(probs, rows, true, n))
         cols[col.MODEL_SHA256] = pa.array([self.artifact.sha256] * n, pa.string())
         return cols

@@ -4,7 +4,11 @@ A model is a directory (local or object storage)::
 
     weights.pt        state dict only, loaded with ``weights_only=True`` (never unpickles objects)
     labels.csv        ordered labels: scientificName[, genus, family, taxonID, train_images]
-    model_card.json   architecture, input preprocessing, provenance, SHA-256 of weights.pt
+    model_card.json   architecture, input preprocessing, provenance, SHA-256 of weights.pt, and
+                      ``calibration`` (the temperature, when ``plantray calibrate`` fitted one)
+
+Calibration is a card-only change: it never touches weights.pt, so the weights' SHA-256 (the
+``model_sha256`` column, and nightly's "same model" key) names the network, not its temperature.
 """
 
 from __future__ import annotations
@@ -67,6 +71,16 @@ class Artifact:
         return self.card["weights"]["sha256"]
 
     @property
+    def calibration(self) -> dict | None:
+        """The card's ``calibration`` section, or None for a model never calibrated."""
+        return self.card.get("calibration")
+
+    @property
+    def temperature(self) -> float:
+        """The logits' divisor before the softmax: the fitted temperature, 1.0 when uncalibrated."""
+        return float(self.calibration["temperature"]) if self.calibration else 1.0
+
+    @property
     def preset(self) -> EvalPreset:
         return EvalPreset.from_dict(self.card["input"])
 
@@ -94,6 +108,30 @@ def read_card(uri: str) -> dict:
     return card
 
 
+def write_calibration(uri: str, calibration: dict) -> dict:
+    """Puts ``calibration`` into the model card at ``uri`` (replacing any earlier one); returns the card.
+
+    Only model_card.json is rewritten: weights.pt, labels.csv and the weights' SHA-256 stay as they are.
+
+    Args:
+        uri: the model directory.
+        calibration: ``{"method": "temperature", "temperature": T, ...}`` (see plantray.commands.calibrate).
+    """
+    card = {**read_card(uri), "calibration": calibration}
+    storage.write_bytes(storage.join(uri, CARD), json.dumps(card, indent=2).encode())
+    return card
+
+
+def _check_calibration(uri: str, card: dict) -> None:
+    calibration = card.get("calibration")
+    if calibration is None:
+        return
+    temperature = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ConfigError(f"--model {uri!r}: {CARD} has calibration.temperature {temperature!r}; it must be a "
+                          "number > 0 (re-run 'plantray calibrate', or delete the calibration section)")
+
+
 def load_artifact(uri: str) -> Artifact:
     """Loads a model directory and verifies the weights' SHA-256 against the card.
 
@@ -110,4 +148,5 @@ def load_artifact(uri: str) -> Artifact:
         raise ConfigError(f"--model {uri!r}: {WEIGHTS} does not match the SHA-256 in {CARD} (corrupt or replaced)")
     if card.get("num_classes", len(labels)) != len(labels):
         raise ConfigError(f"--model {uri!r}: card says {card['num_classes']} classes, labels.csv has {len(labels)}")
+    _check_calibration(uri, card)
     return Artifact(uri, card, labels, weights)

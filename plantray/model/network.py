@@ -170,12 +170,27 @@ class Network:
         self.model = self.model.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def probabilities(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 [N, H, W, 3] -> float32 softmax probabilities [N, C] on CPU."""
+    def logits(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 logits [N, C] on CPU (before any softmax or temperature)."""
         x = torch.from_numpy(images)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = normalize(x, self.preset.mean, self.preset.std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.model(x)
-        return torch.softmax(logits.float(), dim=1).cpu()
+        return logits.float().cpu()
+
+    def probabilities(self, images: np.ndarray, temperature: float = 1.0) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 softmax probabilities [N, C] on CPU.
+
+        Args:
+            images: the batch.
+            temperature: the logits are divided by it before the softmax (temperature scaling, Guo et
+                al. 2017; the model card's ``calibration.temperature``); 1.0 is the raw softmax.
+        """
+        return softmax(self.logits(images), temperature)
+
+
+def softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Softmax over the last axis of ``logits / temperature`` (float32)."""
+    return torch.softmax(logits.float() / temperature, dim=-1)
