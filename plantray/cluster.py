@@ -4,6 +4,7 @@ add (the autoscaler's node types) and waiting, for a bounded time, until it gran
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import ray
 
@@ -53,7 +54,8 @@ def autoscaler_node_types() -> list[tuple[str, float, float, int]] | None:
     return None if _internal_kv_get(DEBUG_AUTOSCALING_STATUS) else []
 
 
-def wait_for_resources(bundles: list[dict[str, float]], asked: str, cluster: str, timeout_s: float) -> float:
+def wait_for_resources(bundles: list[dict[str, float]], asked: str, cluster: Callable[[], str],
+                       timeout_s: float) -> float:
     """Blocks until the cluster can hold ``bundles`` at once, so that a job never hangs on a request.
 
     A placement group of the bundles is a resource demand the autoscaler sees (it adds nodes for it);
@@ -62,7 +64,7 @@ def wait_for_resources(bundles: list[dict[str, float]], asked: str, cluster: str
     Args:
         bundles: resource dicts (``{"CPU": 1, "GPU": 1}``), e.g. :meth:`Plan.bundles`.
         asked: the request in words, for the message.
-        cluster: what the cluster has and can add, in words, for the message.
+        cluster: what the cluster has and can add, in words, for the message (read when it is needed).
         timeout_s: seconds to wait; <= 0 waits without limit.
     Returns:
         The seconds waited.
@@ -79,7 +81,7 @@ def wait_for_resources(bundles: list[dict[str, float]], asked: str, cluster: str
         if not group.wait(timeout_seconds=timeout_s if timeout_s > 0 else 10**9):
             raise ResourceTimeout(
                 f"the cluster could not provide {asked} within --resource-timeout {timeout_s:g} s; "
-                f"it has {cluster}. Add nodes of that shape (or raise max_workers), lower --num-actors / "
+                f"it has {cluster()}. Add nodes of that shape (or raise max_workers), lower --num-actors / "
                 f"--threads-per-actor, or use --device cpu")
     finally:
         remove_placement_group(group)

@@ -58,7 +58,7 @@ def session_pids(sid: int) -> list[int]:
 
 
 def fake_config(worker_types: dict[str, dict], gcs_address: str, max_workers: int = 4,
-                idle_timeout_minutes: float = 0.5) -> dict:
+                idle_timeout_minutes: float = 0.1) -> dict:
     """An autoscaling config for the ``fake_multinode`` provider (the shape of Ray's fake example.yaml).
 
     Args:
@@ -97,7 +97,7 @@ class FakeAutoscalingCluster:
         timeout: seconds to wait for the head.
 
     Attributes (after ``start()``): ``address`` (the GCS, "127.0.0.1:port", for ``RAY_ADDRESS``),
-    ``dashboard_url``, ``root`` (temp dir: config, head log, Ray's session dirs).
+    ``root`` (temp dir: config, head log, Ray's session dirs).
     """
 
     def __init__(self, worker_types: dict[str, dict], max_workers: int = 4, env: dict | None = None,
@@ -112,20 +112,22 @@ class FakeAutoscalingCluster:
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
         self.root: Path | None = None
-        self.address = self.dashboard_url = None
+        self.address = None
 
     def start(self) -> FakeAutoscalingCluster:
         """Start the head (with the autoscaler); return once the GCS answers and the head node is ALIVE."""
         # Short root: Ray's Unix socket paths must stay < 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="rfa", dir="/tmp"))
-        port, dash = free_port(), free_port()
-        self.address, self.dashboard_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
         config = self.root / "autoscaling.json"
         config.write_text(json.dumps(fake_config(self.worker_types, self.address, self.max_workers)))
         ray_bin = Path(sys.executable).with_name("ray")
         cmd = [str(ray_bin), "start", "--head", "--block", "--num-cpus=0", "--num-gpus=0", f"--port={port}",
-               "--node-ip-address=127.0.0.1", f"--autoscaling-config={config}", "--include-dashboard=true",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={self.root / 'ray'}",
+               "--node-ip-address=127.0.0.1", f"--autoscaling-config={config}",
+               # No dashboard: its modules' 30 s start-up limit fails on a loaded 2-core machine, and the GCS
+               # answers everything the tests ask (node states).
+               "--include-dashboard=false", f"--temp-dir={self.root / 'ray'}",
                f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                "--object-store-memory=100000000", "--min-worker-port=0", "--max-worker-port=0",
                "--disable-usage-stats"]
@@ -169,15 +171,34 @@ class FakeAutoscalingCluster:
 
     def monitor_logs(self) -> str:
         """The autoscaler's own logs (``<session>/logs/monitor.*``) of this cluster's session."""
-        files = sorted((self.root / "ray").glob("session_*/logs/monitor*"))
+        files = sorted((self.root / "ray").glob("session_*/logs/monitor.log"))
         return "\n".join(p.read_text(errors="replace") for p in files if p.is_file())
 
     def launched_nodes(self) -> list[str]:
-        """Node types the autoscaler launched, one entry per launch, read from its log."""
-        # monitor.log: "... StandardAutoscaler: Queue 1 new nodes for launch" then
+        """Node types the autoscaler launched, one entry per node, read from its log (``monitor.log``)."""
         # "NodeLauncher0: Launching 1 nodes, type cpu2." (Ray 2.58's autoscaler v1 wording)
-        found = re.findall(r"Launching (\d+) nodes?, type ([\w.\-]+)", self.monitor_logs())
+        found = re.findall(r"Launching (\d+) nodes?, type (\S+?)\.$", self.monitor_logs(), re.MULTILINE)
         return [t for n, t in found for _ in range(int(n))]
+
+    def alive_nodes(self) -> list:
+        """GCS node infos of the ALIVE nodes, head included."""
+        from ray._raylet import GcsClient
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+        nodes = GcsClient(address=self.address).get_all_node_info(timeout=10).values()
+        return [n for n in nodes if n.state == GcsNodeInfo.ALIVE]
+
+    def worker_nodes(self) -> int:
+        """Worker nodes ALIVE now (the head excluded)."""
+        return sum(1 for n in self.alive_nodes() if not n.is_head_node)
+
+    def wait_cold(self, timeout: float = 180.0) -> None:
+        """Wait until the autoscaler has ended every idle worker node (``idle_timeout_minutes``)."""
+        deadline = time.monotonic() + timeout
+        while self.worker_nodes():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker nodes still up after {timeout} s\n{self.logs()}")
+            time.sleep(1)
 
     def pids(self) -> list[int]:
         """Live pids of this cluster's session."""
@@ -189,18 +210,17 @@ class FakeAutoscalingCluster:
         return f"--- head ---\n{head[-3000:]}\n--- monitor ---\n{self.monitor_logs()[-6000:]}"
 
     def _wait_head(self, deadline: float) -> None:
-        from ray.util.state import list_nodes
-
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"head exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")],
-                              raise_on_missing_output=False):
+                if self.alive_nodes():
                     return
-            except Exception as e:  # dashboard still starting
+            except Exception as e:  # GCS still starting
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"head at {self.address} not up: {e}\n{self.logs()}") from e
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"head at {self.address} not up\n{self.logs()}")
             time.sleep(0.5)
 
 

@@ -34,7 +34,7 @@ def plan_for_cluster(options, crops: int = 1) -> Plan:
     resources = Resources.of_cluster()
     plan = plan_inference(options, resources, crops)
     timeout = float(getattr(options, "resource_timeout", 600) or 0)
-    waited = wait_for_resources(plan.bundles(), plan.describe(), resources.describe(), timeout)
+    waited = wait_for_resources(plan.bundles(), plan.describe(), lambda: Resources.of_cluster().describe(), timeout)
     if waited > 1:
         log.info("resources for %s granted after %.0f s", plan.describe(), waited)
     if timeout > 0:
