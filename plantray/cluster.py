@@ -1,10 +1,14 @@
-"""Connecting to Ray: the same code on a laptop (an embedded local Ray) and on a cluster."""
+"""Connecting to Ray: the same code on a laptop (an embedded local Ray) and on a cluster; what the cluster can
+add (the autoscaler's node types) and waiting, for a bounded time, until it grants a job's resources."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import ray
+
+from plantray.config import ConfigError
 
 
 def ensure_ray(dashboard: bool = False, **init_kwargs) -> None:
@@ -25,3 +29,60 @@ def ensure_ray(dashboard: bool = False, **init_kwargs) -> None:
     if os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS") == "1":
         ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+
+
+class ResourceTimeout(ConfigError):
+    """The cluster did not grant what a job asked for within ``--resource-timeout`` seconds."""
+
+
+def autoscaler_node_types() -> list[tuple[str, float, float, int]] | None:
+    """The node types the connected cluster's autoscaler can add: ``(name, CPUs, GPUs, max count)``.
+
+    Returns:
+        The types from the cluster config the autoscaler publishes in the GCS (Ray's autoscaler v2,
+        KubeRay); None where an autoscaler runs without publishing it (Ray's v1 autoscaler, which
+        ``ray up`` starts: it only leaves its status report); ``[]`` where no autoscaler runs.
+    """
+    import ray._private.state
+    from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    config = ray._private.state.state.get_cluster_config()
+    if config is not None and config.node_group_configs:
+        return [(g.name, float(g.resources.get("CPU", 0)), float(g.resources.get("GPU", 0)), int(g.max_count))
+                for g in config.node_group_configs]
+    return None if _internal_kv_get(DEBUG_AUTOSCALING_STATUS) else []
+
+
+def wait_for_resources(bundles: list[dict[str, float]], asked: str, cluster: Callable[[], str],
+                       timeout_s: float) -> float:
+    """Blocks until the cluster can hold ``bundles`` at once, so that a job never hangs on a request.
+
+    A placement group of the bundles is a resource demand the autoscaler sees (it adds nodes for it);
+    once it is placed it is removed again and the job's own tasks and actors take its place.
+
+    Args:
+        bundles: resource dicts (``{"CPU": 1, "GPU": 1}``), e.g. :meth:`Plan.bundles`.
+        asked: the request in words, for the message.
+        cluster: what the cluster has and can add, in words, for the message (read when it is needed).
+        timeout_s: seconds to wait; <= 0 waits without limit.
+    Returns:
+        The seconds waited.
+    Raises:
+        ResourceTimeout: not placed within ``timeout_s``; names ``asked`` and ``cluster``.
+    """
+    import time
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    start = time.monotonic()
+    group = placement_group(bundles, strategy="PACK", name="plantray-resource-check")
+    try:
+        if not group.wait(timeout_seconds=timeout_s if timeout_s > 0 else 10**9):
+            raise ResourceTimeout(
+                f"the cluster could not provide {asked} within --resource-timeout {timeout_s:g} s; "
+                f"it has {cluster()}. Add nodes of that shape (or raise max_workers), lower --num-actors / "
+                f"--threads-per-actor, or use --device cpu")
+    finally:
+        remove_placement_group(group)
+    return time.monotonic() - start

@@ -65,11 +65,11 @@ def classify(cfg: ClassifyConfig) -> dict:
     from plantray.cluster import ensure_ray
     from plantray.columns import RESERVED_COLUMNS
     from plantray.inference.outputs import summarize, write_predictions
-    from plantray.inference.planner import Resources, plan_inference
+    from plantray.inference.pipeline import plan_for_cluster
 
     artifact, source = validate(cfg)
     ensure_ray(cfg.dashboard)
-    plan = plan_inference(cfg, Resources.of_cluster())
+    plan = plan_for_cluster(cfg)
     log.info("classify plan: %s", plan)
     started = utc_now()
     if cfg.overwrite:

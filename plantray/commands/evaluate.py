@@ -168,11 +168,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     from plantray.evaluation.report import write_report
     from plantray.evaluation.score import score_run
     from plantray.images.crops import n_crops
-    from plantray.inference.planner import Resources, plan_inference
+    from plantray.inference.pipeline import plan_for_cluster
 
     runs, tests, ks = validate(cfg)
     ensure_ray(cfg.dashboard)
-    plan = plan_inference(cfg, Resources.of_cluster(), crops=n_crops(cfg.tta))
+    plan = plan_for_cluster(cfg, crops=n_crops(cfg.tta))
     log.info("evaluate plan: %s", plan)
     started = utc_now()
     if cfg.overwrite:

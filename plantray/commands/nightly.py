@@ -138,7 +138,7 @@ def nightly(cfg: NightlyConfig) -> dict:
     """
     from plantray.cluster import ensure_ray
     from plantray.columns import RESERVED_COLUMNS
-    from plantray.inference.planner import Resources, plan_inference
+    from plantray.inference.pipeline import plan_for_cluster
     from plantray.storage import table as tbl
 
     artifact, source, since = validate(cfg)
@@ -153,7 +153,7 @@ def nightly(cfg: NightlyConfig) -> dict:
     if entries and entries[-1]["key"] != columns:
         raise ConfigError(f"table {cfg.table!r} is keyed by {entries[-1]['key']} but input {cfg.input!r} gives "
                           f"{columns}; use an input with the same identifier columns or a new --table")
-    plan = plan_inference(cfg, Resources.of_cluster())
+    plan = plan_for_cluster(cfg)
     collected = tbl.collect_garbage(cfg.table, entries, cfg.stale_hours * 3600)
     attempt = tbl.begin_attempt(cfg.table, run_id)
     try:

@@ -26,7 +26,14 @@ class ModelOptions(RayOptions):
     top_k: int = field(5, help="ranked names and probabilities kept per image (evaluate: report Top-1 and Top-K)")
     batch_size: int | None = field(None, help="images per model forward, each with all its crops "
                                    "(default: 256 crops' worth on GPU, 16 on CPU)")
-    num_actors: int | None = field(None, help="model actors (default: one per GPU, else CPUs/threads)")
+    num_actors: int | None = field(None, help="a fixed number of model actors (default: an autoscaling pool "
+                                   "from --min-actors to --max-actors)")
+    min_actors: int = field(1, help="model actors started at once; the autoscaler adds nodes for them")
+    max_actors: int | None = field(None, help="most model actors (default: as many as the cluster can have "
+                                   "GPUs, or CPUs per actor; no bound on a cluster that can grow without one)")
+    resource_timeout: float = field(600.0, help="seconds to wait for the cluster to grant --min-actors "
+                                    "actors (and a CPU for decoding) before failing with what was asked "
+                                    "and what the cluster has (0 = wait forever)")
     threads_per_actor: int | None = field(None, help="torch threads per CPU actor (default: a node's CPUs, <= 8)")
     decode_batch_size: int = field(16, help="images per decode task batch")
     device: str = field("auto", choices=["auto", "cpu", "gpu"], help="where the model runs")
@@ -60,6 +67,10 @@ def check_model_options(cfg: ModelOptions) -> None:
            (cfg.decode_batch_size >= 1, f"--decode-batch-size {cfg.decode_batch_size} must be >= 1"),
            (cfg.batch_size is None or cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be >= 1"),
            (cfg.num_actors is None or cfg.num_actors >= 1, f"--num-actors {cfg.num_actors} must be >= 1"),
+           (cfg.min_actors >= 1, f"--min-actors {cfg.min_actors} must be >= 1"),
+           (cfg.max_actors is None or cfg.max_actors >= cfg.min_actors,
+            f"--max-actors {cfg.max_actors} must be >= --min-actors {cfg.min_actors}"),
+           (cfg.resource_timeout >= 0, f"--resource-timeout {cfg.resource_timeout} must be >= 0 (0 = no limit)"),
            (cfg.max_bytes >= 1 and cfg.max_pixels >= 1, "--max-bytes and --max-pixels must be >= 1"),
            (cfg.http_timeout > 0 and cfg.http_per_host >= 1, "--http-timeout must be > 0, --http-per-host >= 1")])
 

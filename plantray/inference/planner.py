@@ -1,9 +1,29 @@
 """Resource planning, in one place: how inference actors and training workers use the cluster.
 
 The rules are pure functions of a :class:`Resources` value, so they are tested from resource dicts
-without Ray; :meth:`Resources.of_cluster` reads the connected cluster. One rule runs through them all:
-long-lived actors (model actors, training workers) never reserve a node's last CPU, because Ray Data's
-listing, read, shuffle and write tasks ask for a whole CPU each and must always find one.
+without Ray; :meth:`Resources.of_cluster` reads the connected cluster: the nodes up now and, where the
+autoscaler publishes them, the node types it can add.
+
+Inference is sized from the flags and from what the cluster can become, never from what happens to be up
+when the job starts (a cold autoscaling cluster has no CPUs at all then). The model runs in an autoscaling
+actor pool (``ActorPoolStrategy(min_size, max_size)``): ``min_actors`` actors are asked for at once, and a
+request no live node can grant is what makes Ray's autoscaler add a node; Ray Data grows the pool towards
+``max_actors`` as the cluster's CPUs and GPUs allow. ``max_actors`` is None (no bound but the cluster's)
+where the cluster can grow without a known limit.
+
+The rule that keeps every stage schedulable on every node shape: **every request is whole CPUs**. Model
+actors ask for 1 or more whole CPUs (and 1 GPU on GPUs), decode tasks for 1 CPU (so Ray Data fuses them
+with its read tasks, which ask for 1 CPU too). A node's free CPUs are then always whole, so a task that
+needs one CPU runs as soon as any CPU is free; with fractional actors, two 1-CPU nodes each kept 0.75 CPU
+free and Ray Data's 1-CPU read task waited forever. How many actors run beside the tasks is Ray Data's
+resource manager's call (it reserves resources for every operator); the planner only caps the pool on a
+cluster that cannot grow, so that the actors there leave one CPU unreserved. The one shape where a whole
+CPU cannot be spared, a cluster that can never have more than 1 CPU, gets an actor that reserves none
+(it shares the CPU with the tasks, which then always find it free).
+
+A job that cannot get its ``min_actors`` (plus one CPU for Ray Data's tasks) within ``--resource-timeout``
+seconds fails with :class:`plantray.cluster.ResourceTimeout`, naming the request and the cluster
+(:meth:`Plan.bundles`, :meth:`Plan.describe`, :meth:`Resources.describe`).
 """
 
 from __future__ import annotations
@@ -14,38 +34,113 @@ from plantray.config import ConfigError
 
 GPU_BATCH, CPU_BATCH = 256, 16  # images (crops) per forward when --batch-size is not given
 MAX_CPU_THREADS = 8  # torch intra-op threads stop paying off beyond this on one actor
-MIN_RESERVATION = 0.25  # the smallest CPU share an actor or worker reserves
+MIN_RESERVATION = 0.25  # the smallest CPU share a training worker reserves
+TASK_CPUS = 1.0  # what each of Ray Data's read/decode/write tasks asks for (see the module docstring)
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A node type the autoscaler can add: its resources and how many of it (-1: no limit)."""
+
+    name: str
+    cpus: float
+    gpus: float
+    max_count: int
 
 
 @dataclass(frozen=True)
 class Resources:
-    """What a cluster offers: total CPUs and GPUs, and the CPUs of each live node."""
+    """What a cluster offers now (total CPUs and GPUs, the CPUs of each live node) and can add.
+
+    ``node_types``: the worker types the autoscaler can add; ``()`` for a cluster that cannot grow, None
+    for one whose autoscaler runs but does not publish its node types (Ray's v1 autoscaler).
+    """
 
     cpus: float
     gpus: float
     node_cpus: tuple[float, ...]
+    node_types: tuple[NodeType, ...] | None = ()
 
     @classmethod
     def of_cluster(cls) -> Resources:
-        """The connected Ray cluster's resources."""
+        """The connected Ray cluster: its live nodes and the autoscaler's node types."""
         import ray
+
+        from plantray.cluster import autoscaler_node_types
 
         total = ray.cluster_resources()
         nodes = tuple(float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"])
-        return cls(float(total.get("CPU", 0)), float(total.get("GPU", 0)), nodes or (0.0,))
+        types = autoscaler_node_types()
+        node_types = None if types is None else tuple(NodeType(*t) for t in types)
+        return cls(float(total.get("CPU", 0)), float(total.get("GPU", 0)), nodes or (0.0,), node_types)
+
+    @property
+    def can_grow(self) -> bool:
+        """Whether the autoscaler can add nodes (or might: its node types are unknown)."""
+        return self.node_types is None or any(t.max_count != 0 for t in self.node_types)
+
+    def reach(self, key: str) -> float | None:
+        """The most CPUs (``key="cpus"``) or GPUs the cluster can have; None if unbounded or unknown."""
+        now = getattr(self, key)
+        if self.node_types is None:
+            return None
+        added = [(getattr(t, key), t.max_count) for t in self.node_types if getattr(t, key) > 0 and t.max_count]
+        if any(count < 0 for _, count in added):
+            return None
+        return now + sum(amount * count for amount, count in added)
+
+    def largest_node_cpus(self) -> float:
+        """CPUs of the largest node up now or addable; 0 when no node with CPUs is known."""
+        return max([*self.node_cpus, *(t.cpus for t in self.node_types or ())], default=0.0)
+
+    def gpus_possible(self) -> bool:
+        """Whether GPUs are up or can be added (known GPU node types, or unknown node types)."""
+        return self.gpus >= 1 or self.node_types is None or any(t.gpus >= 1 for t in self.node_types)
+
+    def describe(self) -> str:
+        """The cluster in words, for messages: what is up and what the autoscaler can add."""
+        up = f"{self.cpus:g} CPUs and {self.gpus:g} GPUs on {len(self.node_cpus)} live node(s)"
+        if self.node_types is None:
+            return f"{up}; an autoscaler runs but does not publish its node types (see `ray status`)"
+        types = [f"{t.name} ({t.cpus:g} CPU, {t.gpus:g} GPU) x{'any' if t.max_count < 0 else t.max_count}"
+                 for t in self.node_types if t.max_count]
+        return f"{up}; the autoscaler can add: {', '.join(types)}" if types else f"{up}; no autoscaling"
 
 
 @dataclass
 class Plan:
-    """How an inference pipeline uses the cluster."""
+    """How an inference pipeline uses the cluster: an actor pool of ``min_actors``..``max_actors``.
+
+    ``max_actors`` None: as many as Ray Data's resource manager and the cluster allow. ``actor_gpus`` is
+    1 on GPUs, else 0; ``actor_cpus`` and ``decode_cpus`` are whole CPUs (0 only on a 1-CPU cluster).
+    """
 
     use_gpu: bool
-    actors: int
+    min_actors: int
+    max_actors: int | None
     threads: int | None
     actor_cpus: float
+    actor_gpus: float
     decode_cpus: float
     batch_size: int
     precision: str
+
+    @property
+    def actors(self) -> int:
+        """The largest the pool may grow to (``min_actors`` when unbounded: the count known for sure)."""
+        return self.max_actors if self.max_actors is not None else self.min_actors
+
+    def bundles(self) -> list[dict[str, float]]:
+        """What the pipeline needs before it can make progress: ``min_actors`` actors and one task CPU."""
+        actor = {k: v for k, v in (("CPU", self.actor_cpus), ("GPU", self.actor_gpus)) if v > 0}
+        return [actor] * self.min_actors * bool(actor) + [{"CPU": TASK_CPUS}]
+
+    def describe(self) -> str:
+        """The request in words, e.g. ``1 model actor with 1 GPU and 1 CPU, and 1 CPU for Ray Data's tasks``."""
+        parts = [f"{v:g} {k}" for k, v in (("GPU", self.actor_gpus), ("CPU", self.actor_cpus)) if v > 0]
+        actors = f"{self.min_actors} model actor{'s' * (self.min_actors != 1)}"
+        return (f"{actors} with {' and '.join(parts) or 'no reserved CPU'} each, "
+                f"and {TASK_CPUS:g} CPU for Ray Data's read/decode tasks")
 
 
 def reservable(cpus: float) -> float:
@@ -53,37 +148,67 @@ def reservable(cpus: float) -> float:
     return max(0.0, cpus - 1.0)
 
 
-def plan_inference(options, resources: Resources, crops: int = 1) -> Plan:
-    """Sizes the model actor pool and batches from the resources and the options' overrides.
+def _pool_size(options, fixed_max: int | None) -> tuple[int, int | None]:
+    """(min, max) actors: ``--num-actors`` fixes both; else ``--min-actors`` (1) to ``--max-actors``."""
+    if options.num_actors:
+        return options.num_actors, options.num_actors
+    low = getattr(options, "min_actors", None) or 1
+    high = getattr(options, "max_actors", None) or fixed_max
+    return low, None if high is None else max(low, high)
 
-    On GPUs: one actor per GPU, large batches, CPUs left to decoding. On CPUs: actors of
-    ``threads_per_actor`` torch threads (default: a node's CPUs, up to 8) that reserve half of those
-    CPUs, so the CPU tasks feeding them always find room.
+
+def _gpu_plan(options, resources: Resources, batch: int) -> Plan:
+    """One GPU and one whole CPU per actor; as many actors as the cluster can have GPUs."""
+    reach = resources.reach("gpus")
+    low, high = _pool_size(options, None if reach is None else max(1, int(reach)))
+    return Plan(True, low, high, options.threads_per_actor, 1.0, 1.0, TASK_CPUS, batch, options.precision)
+
+
+def _cpu_plan(options, resources: Resources, batch: int) -> Plan:
+    """Whole-CPU actors of ``threads`` torch threads reserving half of them (see the module docstring)."""
+    largest = resources.largest_node_cpus()
+    threads = options.threads_per_actor or (min(int(largest), MAX_CPU_THREADS) if largest >= 1 else None)
+    actor_cpus = float(max(1, (threads or 1) // 2))
+    if largest >= 1:
+        actor_cpus = min(actor_cpus, float(int(largest)))  # an actor larger than every node never starts
+    reach = resources.reach("cpus")
+    fixed_max = None
+    if reach is not None:  # a cluster that cannot grow (or only so far): keep one CPU for the tasks
+        # a 1-CPU cluster: the actor shares the CPU with the tasks (reserving it would strand them)
+        actor_cpus = min(actor_cpus, float(int(reservable(reach)))) if reach > TASK_CPUS else 0.0
+        fits = int(reservable(reach) // actor_cpus) if actor_cpus else 1
+        fixed_max = max(1, min(int(reach // (threads or 1)), fits))
+    low, high = _pool_size(options, fixed_max)
+    return Plan(False, low, high, threads, actor_cpus, 0.0, TASK_CPUS, batch, options.precision)
+
+
+def plan_inference(options, resources: Resources, crops: int = 1) -> Plan:
+    """Sizes the model actor pool and batches from the options and what the cluster can become.
+
+    On GPUs (``--device gpu``, or ``auto`` where GPUs are up or a known node type has them): actors of
+    1 GPU and 1 CPU, up to the GPUs the cluster can have, large batches. On CPUs: actors of ``threads``
+    torch threads (default: the largest node's CPUs, up to 8; unknown on a cold cluster, where each actor
+    runs as many threads as CPUs it reserves) reserving half of them in whole CPUs.
 
     Args:
-        options: ``device``, ``precision``, ``num_actors``, ``threads_per_actor``, ``batch_size`` (images
-            per forward, each with all its crops; None = the default for the device).
+        options: ``device``, ``precision``, ``num_actors`` (fixes the pool), ``min_actors``,
+            ``max_actors``, ``threads_per_actor``, ``batch_size`` (images per forward, each with all its
+            crops; None = the default for the device).
         resources: the cluster (:meth:`Resources.of_cluster`).
         crops: crops per image, so a default batch holds the same number of crops whatever the TTA.
+    Returns:
+        The :class:`Plan`.
     Raises:
-        ConfigError: ``--device gpu`` on a cluster without GPUs.
+        ConfigError: ``--device gpu`` on a cluster that has no GPUs and cannot add any.
     """
-    if options.device == "gpu" and resources.gpus < 1:
-        raise ConfigError("--device gpu but the Ray cluster has no GPUs; use --device cpu or add GPU nodes")
-    use_gpu = resources.gpus >= 1 and options.device != "cpu"
-    default_batch = GPU_BATCH if use_gpu else CPU_BATCH
-    batch = options.batch_size or max(1, default_batch // crops)
-    precision = options.precision  # "auto" is resolved by each model actor for its own device
-    if use_gpu:
-        actors = options.num_actors or int(resources.gpus)
-        return Plan(True, actors, options.threads_per_actor, 1.0, 1.0, batch, precision)
-    per_node = max(1, int(max(resources.node_cpus)))
-    threads = options.threads_per_actor or min(per_node, MAX_CPU_THREADS)
-    actors = options.num_actors or max(1, int(resources.cpus // threads))
-    half = float(max(1, min(threads, per_node) // 2))
-    smallest = min(c for c in resources.node_cpus if c > 0) if any(resources.node_cpus) else 0.0
-    actor_cpus = max(MIN_RESERVATION, min(half, reservable(smallest), reservable(resources.cpus) / actors))
-    return Plan(False, actors, threads, actor_cpus, 0.5, batch, precision)
+    if options.device == "gpu" and not resources.gpus_possible():
+        raise ConfigError("--device gpu but the Ray cluster has no GPUs and no GPU node type to add; "
+                          "use --device cpu or add GPU nodes")
+    use_gpu = options.device == "gpu" or (options.device == "auto" and resources.gpus >= 1) or (
+        options.device == "auto" and any(t.gpus >= 1 for t in resources.node_types or ()))
+    batch = options.batch_size or max(1, (GPU_BATCH if use_gpu else CPU_BATCH) // crops)
+    # precision "auto" is resolved by each model actor for its own device
+    return (_gpu_plan if use_gpu else _cpu_plan)(options, resources, batch)
 
 
 def train_scaling(num_workers: int, use_gpu: bool, cpus_per_worker: float | None,

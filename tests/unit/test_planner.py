@@ -7,11 +7,12 @@ from types import SimpleNamespace
 import pytest
 
 from plantray.config import ConfigError
-from plantray.inference.planner import Resources, plan_inference, reservable, train_scaling
+from plantray.inference.planner import NodeType, Resources, plan_inference, reservable, train_scaling
 
 
 def options(**kw):
-    base = dict(device="auto", precision="auto", num_actors=None, threads_per_actor=None, batch_size=None)
+    base = dict(device="auto", precision="auto", num_actors=None, threads_per_actor=None, batch_size=None,
+                min_actors=1, max_actors=None)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -29,7 +30,7 @@ def test_device_cpu_ignores_gpus_and_device_gpu_needs_them():
 @pytest.mark.parametrize("nodes, actors, threads, actor_cpus", [
     ((2,), 1, 2, 1.0),            # the test machine: one actor, one CPU left for Ray Data's tasks
     ((16,), 2, 8, 4.0),           # threads capped at 8; each actor reserves half its threads
-    ((1, 1), 2, 1, 0.25),         # 1-CPU nodes: never the node's last CPU, the smallest share instead
+    ((1, 1), 1, 1, 1.0),          # 1-CPU nodes: one whole-CPU actor, the other node's CPU for the tasks
     ((4, 4, 4), 3, 4, 2.0),
 ])
 def test_cpu_actors_leave_a_cpu_free(nodes, actors, threads, actor_cpus):
@@ -60,3 +61,76 @@ def test_train_gpu_and_explicit_cpus():
     assert train_scaling(1, False, 3.0, Resources(16, 0, (16,))) == (3.0, 3)
     with pytest.raises(ConfigError, match="--num-workers 4"):
         train_scaling(4, True, None, Resources(16, 2, (16,)))
+
+
+# What the cluster can become: a cold autoscaling cluster (the head has no CPUs, worker types at
+# min_workers 0) is planned from the flags and the node types, never from the empty snapshot.
+
+COLD = (0.0,)  # a head with CPU 0, nothing else up
+
+
+def test_cold_cluster_with_unknown_node_types_gets_an_unbounded_whole_cpu_pool():
+    plan = plan_inference(options(), Resources(0, 0, COLD, node_types=None))
+    got = (plan.use_gpu, plan.min_actors, plan.max_actors, plan.actor_cpus, plan.threads)
+    assert got == (False, 1, None, 1.0, None)
+    assert plan.bundles() == [{"CPU": 1.0}, {"CPU": 1.0}]  # one actor and one task CPU
+
+
+def test_cold_cluster_sized_from_its_node_types():
+    types = (NodeType("cpu16", 16, 0, 4),)
+    plan = plan_inference(options(), Resources(0, 0, COLD, types))
+    # threads from the 16-CPU type (capped at 8), half of them reserved; 64 CPUs reachable -> 64 // 8 actors
+    assert (plan.threads, plan.actor_cpus, plan.min_actors, plan.max_actors) == (8, 4.0, 1, 8)
+    unlimited = plan_inference(options(), Resources(0, 0, COLD, (NodeType("cpu16", 16, 0, -1),)))
+    assert unlimited.max_actors is None
+
+
+def test_gpu_node_types_make_gpu_actors_and_device_gpu_waits_for_unknown_types():
+    types = (NodeType("cpu", 16, 0, 16), NodeType("gpu", 4, 1, 6))
+    plan = plan_inference(options(), Resources(0, 0, COLD, types))
+    got = (plan.use_gpu, plan.actor_gpus, plan.actor_cpus, plan.max_actors, plan.batch_size)
+    assert got == (True, 1.0, 1.0, 6, 256)
+    assert plan.bundles() == [{"CPU": 1.0, "GPU": 1.0}, {"CPU": 1.0}]
+    assert plan.describe() == "1 model actor with 1 GPU and 1 CPU each, and 1 CPU for Ray Data's read/decode tasks"
+    # unknown types: auto stays on CPU, --device gpu asks (the autoscaler may have GPU nodes)
+    assert not plan_inference(options(), Resources(0, 0, COLD, None)).use_gpu
+    assert plan_inference(options(device="gpu"), Resources(0, 0, COLD, None)).use_gpu
+    with pytest.raises(ConfigError, match="--device gpu"):
+        plan_inference(options(device="gpu"), Resources(0, 0, COLD, (NodeType("cpu", 16, 0, 16),)))
+
+
+def test_pool_flags():
+    cold = Resources(0, 0, COLD, None)
+    fixed = plan_inference(options(num_actors=3), cold)
+    assert (fixed.min_actors, fixed.max_actors) == (3, 3)
+    plan = plan_inference(options(min_actors=2, max_actors=5), cold)
+    assert (plan.min_actors, plan.max_actors) == (2, 5)
+    assert len(plan.bundles()) == 3 and plan.describe().startswith("2 model actors with 1 CPU each")
+
+
+def test_a_one_cpu_cluster_reserves_no_cpu_for_its_actor():
+    plan = plan_inference(options(), Resources(1, 0, (1,)))
+    assert (plan.actor_cpus, plan.min_actors, plan.max_actors) == (0.0, 1, 1)
+    assert plan.bundles() == [{"CPU": 1.0}]  # only the tasks' CPU
+
+
+@pytest.mark.parametrize("nodes", [(1,), (1, 1), (1, 1, 1), (2,), (1, 2), (3, 1), (4, 4, 4), (16,), (0, 1, 1)])
+@pytest.mark.parametrize("threads", [None, 1, 3, 8])
+def test_no_node_shape_strands_a_task(nodes, threads):
+    """Whole-CPU requests: every actor fits some node, and on a cluster that cannot grow the biggest pool
+    still leaves a node with a whole free CPU for Ray Data's 1-CPU tasks (packed largest node first)."""
+    plan = plan_inference(options(threads_per_actor=threads), Resources(float(sum(nodes)), 0, nodes))
+    assert plan.actor_cpus == int(plan.actor_cpus) and plan.decode_cpus == 1.0
+    assert plan.actor_cpus <= max(nodes)
+    free = sorted(nodes, reverse=True)
+    for _ in range(plan.max_actors if plan.actor_cpus else 0):  # first fit, as Ray would place them
+        i = next(i for i, c in enumerate(free) if c >= plan.actor_cpus)
+        free[i] -= plan.actor_cpus
+    assert max(free) >= 1
+
+
+def test_describe_the_cluster():
+    types = (NodeType("cpu2", 2, 0, 3), NodeType("off", 8, 0, 0))
+    assert Resources(0, 0, COLD, types).describe() == (
+        "0 CPUs and 0 GPUs on 1 live node(s); the autoscaler can add: cpu2 (2 CPU, 0 GPU) x3")
+    assert Resources(2, 0, (2,)).describe() == "2 CPUs and 0 GPUs on 1 live node(s); no autoscaling"

@@ -1,0 +1,228 @@
+"""plantray on clusters that start empty or small: Ray's fake multi-node autoscaler with a head of no CPUs and
+worker types at ``min_workers: 0`` (classify, nightly, evaluate and train each make it add nodes and complete
+with every row once), a cluster of 1-CPU nodes, and a worker node lost mid-classify.
+
+Every command runs as a user runs it: ``python -m plantray ...`` as a subprocess with ``RAY_ADDRESS``
+pointing at the cluster (the fake nodes are local processes, so local paths are shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from plantray.storage import table as tbl
+from tests.autoscaler import FakeAutoscalingCluster
+from tests.helpers import SPECIES, jpeg_bytes, tiny_model
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+N = 24  # images: tiny, the machine is small and shared
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """N tiny JPEGs of the 4 test species and manifest.parquet (absolute image_uri, gbifID, scientificName)."""
+    root = tmp_path_factory.mktemp("imgs")
+    uris = []
+    for i in range(N):
+        path = root / f"{i:03d}.jpg"
+        path.write_bytes(jpeg_bytes(44, 40, seed=i))
+        uris.append(str(path))
+    pq.write_table(pa.table({"image_uri": uris, "gbifID": [str(7000 + i) for i in range(N)],
+                             "scientificName": [SPECIES[i % len(SPECIES)] for i in range(N)]}),
+                   root / "manifest.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    """A tiny random model of the 4 species, each counted with 20 training images (evaluate keeps them)."""
+    uri = str(tmp_path_factory.mktemp("model") / "m")
+    tiny_model(uri, counts=[20] * len(SPECIES))
+    return uri
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """Head with no CPUs; the autoscaler may add up to two 2-CPU workers (idle ones end after ~6 s)."""
+    with FakeAutoscalingCluster({"cpu2": {"CPU": 2, "max_workers": 2}}, max_workers=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cold(fake):
+    """The fake cluster with no worker node up: every test starts from an empty cluster."""
+    fake.wait_cold()
+    return fake
+
+
+def plantray(address: str, *args: str, timeout: float = 420) -> subprocess.CompletedProcess:
+    """``python -m plantray ARGS`` against the cluster at ``address``."""
+    env = {**os.environ, "RAY_ADDRESS": address, "PYTHONPATH": str(REPO), "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "plantray", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # keep what it said: the test's failure message shows it
+        proc.kill()
+        out, err = proc.communicate()
+        err += f"\n[test] killed after {timeout} s"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def expected_uris(images: Path) -> Counter:
+    return Counter(pq.read_table(images / "manifest.parquet").column("image_uri").to_pylist())
+
+
+def read_rows(uri: str) -> pa.Table:
+    """A Parquet dataset read with pyarrow (not plantray); run records and other non-Parquet files skipped."""
+    return pads.dataset(uri, format="parquet", exclude_invalid_files=True).to_table()
+
+
+def assert_added_nodes(cluster: FakeAutoscalingCluster, before: int, run: subprocess.CompletedProcess) -> None:
+    assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-6000:]}\n{cluster.logs()}"
+    launched = cluster.launched_nodes()
+    assert len(launched) > before and set(launched) == {"cpu2"}, cluster.logs()
+
+
+def test_classify_on_a_cold_cluster(cold, images, model, tmp_path):
+    before = len(cold.launched_nodes())
+    out = tmp_path / "out"
+    run = plantray(cold.address, "classify", "--model", model, "--input", str(images / "manifest.parquet"),
+                   "--output", str(out), "--batch-size", "4", "--decode-batch-size", "4")
+    assert_added_nodes(cold, before, run)
+    rows = read_rows(str(out))
+    assert Counter(rows.column("image_uri").to_pylist()) == expected_uris(images)  # every row exactly once
+    assert rows.column("error").null_count == N
+
+
+def test_nightly_on_a_cold_cluster(cold, images, model, tmp_path):
+    before = len(cold.launched_nodes())
+    table = str(tmp_path / "table")
+    run = plantray(cold.address, "nightly", "--model", model, "--input", str(images / "manifest.parquet"),
+                   "--table", table, "--run-id", "n1", "--batch-size", "4", "--join-partitions", "2")
+    assert_added_nodes(cold, before, run)
+    rows = pa.concat_tables([pq.read_table(f) for f in tbl.committed_files(table)])
+    keys = Counter(zip(rows.column("gbifID").to_pylist(), rows.column("image_uri").to_pylist()))
+    manifest = pq.read_table(images / "manifest.parquet")
+    assert keys == Counter(zip(manifest.column("gbifID").to_pylist(), manifest.column("image_uri").to_pylist()))
+
+
+def test_evaluate_on_a_cold_cluster(cold, images, model, tmp_path):
+    before = len(cold.launched_nodes())
+    out = tmp_path / "report"
+    run = plantray(cold.address, "evaluate", "--model", model, "--test", f"t={images / 'manifest.parquet'}",
+                   "--output", str(out), "--tta", "center", "--bootstrap", "0", "--batch-size", "4")
+    assert_added_nodes(cold, before, run)
+    rows = read_rows(str(out / "predictions"))
+    assert Counter(rows.column("image_uri").to_pylist()) == expected_uris(images)
+    assert (out / "report.json").exists()
+
+
+def test_train_on_a_cold_cluster(cold, images, tmp_path):
+    before = len(cold.launched_nodes())
+    out = tmp_path / "trained"
+    run = plantray(cold.address, "train", "--data", str(images / "manifest.parquet"), "--output", str(out),
+                   "--arch", "resnet18", "--init", "random", "--epochs", "1", "--num-workers", "1",
+                   "--image-size", "32", "--batch-size", "8")
+    assert_added_nodes(cold, before, run)
+    assert (out / "model_card.json").exists()
+
+
+def test_a_job_the_cluster_cannot_serve_fails_in_time_with_what_it_asked(cold, images, model, tmp_path):
+    # 3 fixed actors of 2 CPUs each (--threads-per-actor 4) and a task CPU: more than two 2-CPU workers hold.
+    start = time.monotonic()
+    run = plantray(cold.address, "classify", "--model", model, "--input", str(images / "manifest.parquet"),
+                   "--output", str(tmp_path / "out"), "--num-actors", "3", "--threads-per-actor", "4",
+                   "--resource-timeout", "20")
+    assert run.returncode == 2, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+    assert time.monotonic() - start < 180
+    assert "3 model actors with 2 CPU each, and 1 CPU for Ray Data's read/decode tasks" in run.stderr
+    assert "within --resource-timeout 20 s; it has" in run.stderr and "CPUs and 0 GPUs on" in run.stderr
+
+
+# 1-CPU nodes: fractional actor reservations used to leave 0.75 CPU on every node, and Ray Data's 1-CPU read
+# task waited forever. A cold cluster whose only worker type has 1 CPU (the autoscaler's own nodes: a
+# fixed `ray start` cluster's dashboard misses its 30 s start-up limit on this loaded 2-core machine).
+
+@pytest.fixture(scope="module")
+def ones():
+    with FakeAutoscalingCluster({"cpu1": {"CPU": 1, "max_workers": 3}}, max_workers=3) as cluster:
+        yield cluster
+
+
+def test_one_cpu_nodes_complete_classify(ones, images, model, tmp_path):
+    ones.wait_cold()
+    before = len(ones.launched_nodes())
+    run = plantray(ones.address, "classify", "--model", model, "--input", str(images / "manifest.parquet"),
+                   "--output", str(tmp_path / "out"), "--batch-size", "2", "--decode-batch-size", "2")
+    assert run.returncode == 0, f"{run.stderr[-6000:]}\n{ones.logs()}"
+    assert len(ones.launched_nodes()) > before and set(ones.launched_nodes()) == {"cpu1"}
+    assert Counter(read_rows(str(tmp_path / "out")).column("image_uri").to_pylist()) == expected_uris(images)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):
+        return 0
+
+
+def _model_actor_raylet(cluster: FakeAutoscalingCluster) -> int | None:
+    """The raylet pid of the (fake) node running a model actor (a process titled ray::MapWorker...)."""
+    for pid in cluster.pids():
+        if _cmdline(pid).startswith("ray::MapWorker"):
+            parent = _parent(pid)
+            while parent > 1 and "raylet" not in _cmdline(parent).split(" ")[0]:
+                parent = _parent(parent)
+            if parent > 1:
+                return parent
+    return None
+
+
+def test_worker_node_lost_mid_classify_every_row_once(ones, images, model, tmp_path):
+    from tests.multinode import descendants
+
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_ADDRESS": ones.address, "PYTHONPATH": str(REPO), "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    cmd = [sys.executable, "-m", "plantray", "classify", "--model", model, "--input",
+           str(images / "manifest.parquet"), "--output", str(out), "--batch-size", "1", "--decode-batch-size", "1",
+           "--num-actors", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 300
+        while (raylet := _model_actor_raylet(ones)) is None:
+            assert proc.poll() is None, proc.stdout.read()[-5000:]
+            assert time.monotonic() < deadline, f"the model actor never started\n{ones.logs()}"
+            time.sleep(0.3)
+        assert proc.poll() is None, "classify ended before the fault could be injected"
+        # Remove the node: its raylet, then everything it started (the model actor among them).
+        victims = [raylet, *descendants(raylet)]
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        log, _ = proc.communicate(timeout=420)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, log[-5000:]
+    assert Counter(read_rows(str(out)).column("image_uri").to_pylist()) == expected_uris(images)
