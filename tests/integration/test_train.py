@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import uuid
 
 import pyarrow as pa
@@ -19,7 +20,6 @@ import pytest
 from plantray.cli import main
 from plantray.commands.synth import SynthConfig, synthesize
 from plantray.commands.train import TrainConfig, train
-from plantray.inference.planner import Resources, train_scaling
 from plantray.training.loop import build_optimizer, load_checkpoint, save_checkpoint
 from plantray.training.run import FAIL_AFTER_EPOCH_ENV
 
@@ -53,14 +53,18 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("workers, reserved, threads", [(1, 1.0, 2), (2, 0.5, 1), (3, 1 / 3, 1)])
-def test_cpu_workers_reserve_part_and_thread_their_share(data, tmp_path, ray_session, workers, reserved, threads):
-    # The session's Ray has 2 CPUs: 1 stays unreserved for Ray Data; threads split both CPUs.
-    cfg = tiny(data, tmp_path / "m", num_workers=workers)
-    per_worker, worker_threads = train_scaling(cfg.num_workers, cfg.use_gpu, cfg.cpus_per_worker,
-                                               Resources.of_cluster())
-    assert per_worker == pytest.approx(reserved)
-    assert worker_threads == threads
+def test_workers_that_cannot_be_placed_fail_in_bounded_time_naming_the_ask(data, tmp_path, ray_session):
+    # The session's Ray has 2 CPUs: 3 workers of 1 CPU never fit. The run fails after --resource-timeout
+    # (not Ray Train's endless retries), naming what it asked for and what the cluster has.
+    from plantray.training.resources import ResourcesUnavailable
+
+    cfg = tiny(data, tmp_path / "m", num_workers=3, epochs=1, resource_timeout=3)
+    with pytest.raises(ResourcesUnavailable) as e:
+        train(cfg)
+    message = str(e.value)
+    assert "--resource-timeout 3 s" in message and "3 worker(s) of CPU 1 each" in message
+    assert "the cluster has CPU 2 in total" in message and "on 1 node(s)" in message
+    assert not (tmp_path / "m" / "model_card.json").exists()
 
 
 @pytest.mark.slow
@@ -75,6 +79,9 @@ def test_trains_and_classifies_held_out_images(data, tmp_path, ray_session):
     assert card["data"]["skipped_unreadable"] == 1
     assert card["data"]["license"] == "CC-BY 4.0 (synthetic)" and card["data"]["citation"] == "plantray synth"
     assert card["training"]["config"]["epochs"] == 8 and card["hardware"]["workers"] == 2
+    # Threads chosen inside each worker: its node's cores (the session's Ray counts 2 CPUs) shared by 2 workers.
+    cores = min(len(os.sched_getaffinity(0)), 2)
+    assert all(m["threads"] == max(1, cores // 2) for m in read_jsonl(out / "metrics.jsonl"))
     assert card["input"]["crop_size"] == 64 and card["arch"] == "resnet18"
     # Per-class counts in labels.csv match the manifest (the broken row is a row of the first species).
     manifest = pq.read_table(data / "train_plus.parquet").column("scientificName").to_pylist()
