@@ -44,9 +44,10 @@ class TrainConfig(RayOptions):
     max_workers: int | None = field(None, help="elastic training: grow to this many workers as nodes arrive "
                                     "(with --min-workers)")
     use_gpu: bool = field(False, help="train on GPUs (bf16 autocast, NCCL)")
-    cpus_per_worker: float | None = field(None, help="CPUs reserved per worker (default 1, so a 1-CPU node "
-                                          "hosts one); its torch threads: that many when given, else an "
-                                          "equal share of its node's cores among the workers there")
+    cpus_per_worker: float | None = field(None, help="CPUs reserved per worker (default: 1 with --use-gpu, "
+                                          "else 0.5, so a 1-CPU node hosts one beside decode tasks); its "
+                                          "torch threads: that many when given, else an equal share of its "
+                                          "node's cores among the workers there")
     resource_timeout: float = field(600.0, help="seconds to wait for the workers' resources (at start or "
                                     "after a node is lost, while the autoscaler adds nodes) before failing")
     image_size: int = field(224, help="training crop side in pixels")

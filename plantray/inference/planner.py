@@ -15,6 +15,7 @@ from plantray.config import ConfigError
 GPU_BATCH, CPU_BATCH = 256, 16  # images (crops) per forward when --batch-size is not given
 MAX_CPU_THREADS = 8  # torch intra-op threads stop paying off beyond this on one actor
 MIN_RESERVATION = 0.25  # the smallest CPU share an actor or worker reserves
+TRAIN_CPU_RESERVATION = 0.5  # a CPU training worker's default share: fits a 1-CPU node beside decode tasks
 
 
 @dataclass(frozen=True)
@@ -91,15 +92,16 @@ def train_scaling(num_workers: int | tuple[int, int], use_gpu: bool,
     """What training asks Ray Train for: the worker count and each worker's resources.
 
     Nothing here reads the cluster: Ray Train places the workers where it can, and on an autoscaling
-    cluster its resource request makes the autoscaler add nodes. A CPU worker reserves one whole CPU by
-    default, so a 1-CPU node can host one and Ray Train's elastic policy (which counts whole workers per
-    node) sees it; each worker picks its torch threads from what it got
-    (:func:`plantray.training.loop.worker_threads`).
+    cluster its resource request makes the autoscaler add nodes. By default a GPU worker reserves one CPU
+    and a CPU worker half of one: at most one CPU, so a 1-CPU node can host a worker, and never the
+    node's last one, so Ray Data's decode tasks (a quarter CPU each) always find room beside it (two
+    1-CPU workers on a 2-CPU node left none, and the stream waited for ever). Each worker picks its torch
+    threads from what it got (:func:`plantray.training.loop.worker_threads`).
 
     Args:
         num_workers: a fixed count, or ``(min, max)`` for elastic training.
         use_gpu: one GPU per worker.
-        cpus_per_worker: CPUs reserved per worker (None = 1).
+        cpus_per_worker: CPUs reserved per worker (None = 1 with a GPU, else :data:`TRAIN_CPU_RESERVATION`).
     Returns:
         (``num_workers`` for ``ScalingConfig``, resources per worker).
     Raises:
@@ -111,7 +113,7 @@ def train_scaling(num_workers: int | tuple[int, int], use_gpu: bool,
                           "(or --num-workers >= 1)")
     if cpus_per_worker is not None and cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker {cpus_per_worker} must be > 0")
-    resources = {"CPU": float(cpus_per_worker or 1.0)}
+    resources = {"CPU": float(cpus_per_worker or (1.0 if use_gpu else TRAIN_CPU_RESERVATION))}
     if use_gpu:
         resources["GPU"] = 1.0
     return num_workers, resources

@@ -61,7 +61,7 @@ def test_workers_that_cannot_be_placed_fail_in_bounded_time_naming_the_ask(data,
     # (not Ray Train's endless retries), naming what it asked for and what the cluster has.
     from plantray.training.resources import ResourcesUnavailable
 
-    cfg = tiny(data, tmp_path / "m", num_workers=3, epochs=1, resource_timeout=3)
+    cfg = tiny(data, tmp_path / "m", num_workers=3, cpus_per_worker=1.0, epochs=1, resource_timeout=3)
     with pytest.raises(ResourcesUnavailable) as e:
         train(cfg)
     message = str(e.value)

@@ -50,9 +50,10 @@ def test_reservable_keeps_one_cpu():
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3, (1, 4), (2, 2)])
-def test_train_asks_for_whole_cpus_whatever_the_cluster(workers):
-    # No cluster snapshot: the request is the flags' (1 CPU a worker by default, so a 1-CPU node hosts one).
-    assert train_scaling(workers, False, None) == (workers, {"CPU": 1.0})
+def test_train_asks_the_same_whatever_the_cluster(workers):
+    # No cluster snapshot: the request is the flags'. Half a CPU a worker by default: a 1-CPU node hosts
+    # one and keeps half a CPU for two decode tasks (0.25 CPU each).
+    assert train_scaling(workers, False, None) == (workers, {"CPU": 0.5})
 
 
 def test_train_gpu_and_explicit_cpus():
