@@ -31,7 +31,10 @@ EPOCHS, SPECIES = 6, 3
 
 @pytest.fixture(scope="module")
 def cluster():
-    with RayCluster(num_workers=1, num_cpus=3, object_store_memory=150 * 1024**2) as c:
+    # A loaded machine starts the dashboard's modules slowly (the 30 s and 60 s defaults failed here under load).
+    slow_start = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180", "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240"}
+    with RayCluster(num_workers=1, num_cpus=3, object_store_memory=150 * 1024**2, env=slow_start,
+                    timeout=300) as c:
         yield c
 
 

@@ -201,7 +201,7 @@ class _Driver:
         env = {**os.environ, "PYTHONPATH": REPO, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
         env.pop("RAY_ADDRESS", None)
         self.lines: list[tuple[float, str]] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "plantray.cli", "train", *args], env=env, text=True,
+        self.proc = subprocess.Popen([sys.executable, "-m", "plantray", "train", *args], env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()
 
