@@ -31,10 +31,11 @@ EPOCHS, SPECIES = 6, 3
 
 @pytest.fixture(scope="module")
 def cluster():
-    # A loaded machine starts the dashboard's modules slowly (the 30 s and 60 s defaults failed here under load).
+    # A loaded machine starts the dashboard's modules slowly (the 30 s and 60 s defaults failed here under
+    # load), and its raylets miss the fast health checks: Ray's default ones (~15 s to declare a node dead).
     slow_start = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180", "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240"}
     with RayCluster(num_workers=1, num_cpus=3, object_store_memory=150 * 1024**2, env=slow_start,
-                    timeout=300) as c:
+                    fast_failure=False, timeout=300) as c:
         yield c
 
 
