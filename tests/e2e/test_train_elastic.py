@@ -33,10 +33,21 @@ EPOCHS, SPECIES = 6, 3
 def cluster():
     # A loaded machine starts the dashboard's modules slowly (the 30 s and 60 s defaults failed here under
     # load), and its raylets miss the fast health checks: Ray's default ones (~15 s to declare a node dead).
+    # Ray gives a raylet a fixed 30 s to register, which an overloaded machine can miss: try up to 3 times.
     slow_start = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180", "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240"}
-    with RayCluster(num_workers=1, num_cpus=3, object_store_memory=150 * 1024**2, env=slow_start,
-                    fast_failure=False, timeout=300) as c:
+    for attempt in range(3):
+        c = RayCluster(num_workers=1, num_cpus=3, object_store_memory=150 * 1024**2, env=slow_start,
+                       fast_failure=False, timeout=300)
+        try:
+            c.start()
+            break
+        except (RuntimeError, TimeoutError):
+            if attempt == 2:
+                raise
+    try:
         yield c
+    finally:
+        c.stop()
 
 
 def _train_workers(cluster: RayCluster) -> list:
