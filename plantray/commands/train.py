@@ -4,15 +4,17 @@ DATA (manifest or ImageFolder tree) -> label set and per-class counts (one small
 stream: global shuffle of the URI rows (re-seeded every epoch), read + decode + tag-aware augmentation
 in CPU tasks -> one shard per Ray Train worker -> DDP training (:mod:`plantray.training.loop`, driven by
 :mod:`plantray.training.run`) with a checkpoint under ``--storage/--name`` every ``--checkpoint-every`` epochs.
-Rerunning with the same ``--name`` continues from the latest checkpoint; a failed worker restarts from it
-(``--max-failures``). The final model goes to MODEL as a plantray artifact with metrics, a training curve
-and a full card.
+Rerunning with the same ``--name`` continues from the latest checkpoint; a failed worker or a lost node
+restarts from it (``--max-failures``). ``--min-workers/--max-workers`` make the run elastic (Ray Train V2's
+``ScalingConfig(num_workers=(min, max))``); workers are asked for, never sized from what is up at start, and
+a run that cannot place them within ``--resource-timeout`` fails naming what it asked for and what the
+cluster has. The final model goes to MODEL as a plantray artifact with metrics, a training curve and a
+full card, whose duration covers every invocation of the run.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from plantray.commands.options import RayOptions
@@ -35,11 +37,19 @@ class TrainConfig(RayOptions):
     arch: str = field("resnet50", help="torchvision architecture")
     init: str = field("imagenet", help="imagenet | random | path/URI of a state dict")
     epochs: int = field(100, help="training epochs")
-    num_workers: int = field(1, help="Ray Train workers (one GPU each with --use-gpu)")
+    num_workers: int = field(1, help="Ray Train workers, a fixed number (one GPU each with --use-gpu)")
+    min_workers: int | None = field(None, help="elastic training: start with at least this many workers and "
+                                    "go on with them after a node is lost (with --max-workers; overrides "
+                                    "--num-workers)")
+    max_workers: int | None = field(None, help="elastic training: grow to this many workers as nodes arrive "
+                                    "(with --min-workers)")
     use_gpu: bool = field(False, help="train on GPUs (bf16 autocast, NCCL)")
-    cpus_per_worker: float | None = field(None, help="CPUs reserved per worker, and its torch threads (default: "
-                                          "1 on GPU, else 3/4 of the CPUs shared by the workers, the rest "
-                                          "decode, with threads for each worker's full share of the CPUs)")
+    cpus_per_worker: float | None = field(None, help="CPUs reserved per worker (default: 1 with --use-gpu, "
+                                          "else 0.5, so a 1-CPU node hosts one beside decode tasks); its "
+                                          "torch threads: that many when given, else an equal share of its "
+                                          "node's cores among the workers there")
+    resource_timeout: float = field(600.0, help="seconds to wait for the workers' resources (at start or "
+                                    "after a node is lost, while the autoscaler adds nodes) before failing")
     image_size: int = field(224, help="training crop side in pixels")
     batch_size: int = field(32, help="images per worker per step")
     lr: float = field(1e-3, help="Adam learning rate of the new head")
@@ -79,6 +89,11 @@ def validate(cfg: TrainConfig) -> dict:
 
     check([(cfg.epochs >= 1, f"--epochs {cfg.epochs} must be >= 1"),
            (cfg.num_workers >= 1, f"--num-workers {cfg.num_workers} must be >= 1"),
+           ((cfg.min_workers is None) == (cfg.max_workers is None),
+            "--min-workers and --max-workers go together (elastic training); or give --num-workers alone"),
+           (cfg.min_workers is None or 1 <= cfg.min_workers <= cfg.max_workers,
+            f"--min-workers {cfg.min_workers} must be >= 1 and <= --max-workers {cfg.max_workers}"),
+           (cfg.resource_timeout > 0, f"--resource-timeout {cfg.resource_timeout} must be > 0"),
            (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be >= 1"),
            (cfg.image_size >= 32, f"--image-size {cfg.image_size} must be >= 32"),
            (cfg.lr > 0, f"--lr {cfg.lr} must be > 0"),
@@ -114,45 +129,36 @@ def train(cfg: TrainConfig) -> dict:
     import torch
 
     from plantray.cluster import ensure_ray
-    from plantray.inference.planner import Resources, train_scaling
-    from plantray.model.network import build_model
+    from plantray.inference.planner import train_scaling
     from plantray.sources import open_source
-    from plantray.training.data import build_datasets, build_presets, scan_labels
-    from plantray.training.run import loop_config, run_trainer, write_model
+    from plantray.training.invocations import InvocationClock
+    from plantray.training.run import write_model
 
     where = validate(cfg)
+    workers, per_worker = train_scaling(workers_asked(cfg), cfg.use_gpu, cfg.cpus_per_worker)
     source = open_source(cfg.data, flag="--data")
     source.check()
     if cfg.val:
         open_source(cfg.val, flag="--val").check()
     ensure_ray(cfg.dashboard)
-    started, start = utc_now(), time.perf_counter()
-    # Data
-    ds, _ = source.dataset(labels_from_dirs=True)
-    labels, scan = scan_labels(ds, cfg.data)
-    preset, eval_preset = build_presets(cfg)
-    datasets = build_datasets(cfg, ds, labels, preset, eval_preset)
-    # Model (built once here so a bad --arch/--init fails before any worker starts)
-    _, provenance = build_model(cfg.arch, len(labels), cfg.init)
-    per_worker, threads = train_scaling(cfg.num_workers, cfg.use_gpu, cfg.cpus_per_worker, Resources.of_cluster())
-    scaling = ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                      resources_per_worker={"CPU": per_worker})
-    # Train
-    log.info("training %s on %d images of %d classes, %d worker(s), run %s", cfg.arch, scan["images"],
-             len(labels), cfg.num_workers, where["run_dir"])
-    state, epochs_now = run_trainer(cfg, scaling, datasets, loop_config(cfg, labels, eval_preset, where, threads),
-                                    where)
+    started = utc_now()
+    # The run's time over every invocation (a killed one included), not only this one's.
+    with InvocationClock(where["run_dir"]) as clock:
+        state, epochs_now, scan, labels, presets, provenance = _train(cfg, source, where, workers, per_worker)
+        seconds, invocations = round(clock.total(), 1), clock.invocations()
     history = state["history"]
     skipped = max((m.get("skipped_unreadable", 0) for m in history), default=0)
     info = {"provenance": provenance, "data": {**scan, "skipped_unreadable": skipped},
-            "hardware": {"device": history[-1].get("device") if history else None, "workers": cfg.num_workers,
+            "hardware": {"device": history[-1].get("device") if history else None,
+                         "workers": max((m.get("workers", 0) for m in history), default=0),
+                         "workers_asked": list(workers) if isinstance(workers, tuple) else workers,
                          "use_gpu": cfg.use_gpu, "torch": torch.__version__, "ray": ray.__version__},
-            "duration_seconds": round(time.perf_counter() - start, 1), "finished": utc_now()}
-    card = write_model(cfg, state, labels, eval_preset, preset, dict(info))
+            "duration_seconds": seconds, "invocations": invocations, "finished": utc_now()}
+    card = write_model(cfg, state, labels, presets[1], presets[0], dict(info))
     summary = {"output": cfg.output, "run": where["run_dir"], "epochs": state["epoch"], "images": scan["images"],
                "classes": len(labels), "unlabelled": scan["unlabelled"], "skipped_unreadable": skipped,
                "final": history[-1] if history else {}, "epochs_run_now": epochs_now,
-               "seconds": info["duration_seconds"], "sha256": card["weights"]["sha256"]}
+               "seconds": seconds, "invocations": invocations, "sha256": card["weights"]["sha256"]}
     if cfg.val:  # calibrated confidences from the start: the temperature goes into the card just written
         from plantray.commands.calibrate import after_training
 
@@ -161,11 +167,42 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
+def workers_asked(cfg: TrainConfig) -> int | tuple[int, int]:
+    """``--num-workers N`` or, for elastic training, ``(--min-workers, --max-workers)``."""
+    return cfg.num_workers if cfg.min_workers is None else (cfg.min_workers, cfg.max_workers)
+
+
+def _train(cfg: TrainConfig, source, where: dict, workers, per_worker: dict) -> tuple:
+    """Data, model check and Ray Train run; returns (state, epochs run now, scan, labels, presets, provenance)."""
+    import ray
+
+    from plantray.model.network import build_model
+    from plantray.training.data import build_datasets, build_presets, scan_labels
+    from plantray.training.run import loop_config, run_trainer
+
+    # Data
+    ds, _ = source.dataset(labels_from_dirs=True)
+    labels, scan = scan_labels(ds, cfg.data)
+    preset, eval_preset = build_presets(cfg)
+    datasets = build_datasets(cfg, ds, labels, preset, eval_preset)
+    # Model (built once here so a bad --arch/--init fails before any worker starts)
+    _, provenance = build_model(cfg.arch, len(labels), cfg.init)
+    # Asked for, never checked against what is up now: Ray Train places the workers as nodes arrive.
+    scaling = ray.train.ScalingConfig(num_workers=workers, use_gpu=cfg.use_gpu, resources_per_worker=per_worker)
+    # Train
+    log.info("training %s on %d images of %d classes, %s worker(s), run %s", cfg.arch, scan["images"],
+             len(labels), workers, where["run_dir"])
+    state, epochs_now = run_trainer(cfg, scaling, datasets, loop_config(cfg, labels, eval_preset, where), where)
+    return state, epochs_now, scan, labels, (preset, eval_preset), provenance
+
+
 def format_summary(summary: dict) -> str:
     """The closing lines printed by the CLI."""
     final = summary["final"]
     lines = [f"trained {summary['epochs']} epochs on {summary['images']} images of {summary['classes']} classes "
-             f"in {summary['seconds']} s -> {summary['output']}",
+             f"in {summary['seconds']} s"
+             + (f" over {summary['invocations']} invocations" if summary.get("invocations", 1) > 1 else "")
+             + f" -> {summary['output']}",
              f"  final loss {final.get('loss', float('nan')):.4f}  accuracy {final.get('accuracy', 0):.3f}"
              + (f"  val_accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else "")]
     if "calibration" in summary:

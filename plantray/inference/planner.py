@@ -35,6 +35,7 @@ from plantray.config import ConfigError
 GPU_BATCH, CPU_BATCH = 256, 16  # images (crops) per forward when --batch-size is not given
 MAX_CPU_THREADS = 8  # torch intra-op threads stop paying off beyond this on one actor
 MIN_RESERVATION = 0.25  # the smallest CPU share a training worker reserves
+TRAIN_CPU_RESERVATION = 0.5  # a CPU training worker's default share: fits a 1-CPU node beside decode tasks
 TASK_CPUS = 1.0  # what each of Ray Data's read/decode/write tasks asks for (see the module docstring)
 
 
@@ -211,27 +212,33 @@ def plan_inference(options, resources: Resources, crops: int = 1) -> Plan:
     return (_gpu_plan if use_gpu else _cpu_plan)(options, resources, batch)
 
 
-def train_scaling(num_workers: int, use_gpu: bool, cpus_per_worker: float | None,
-                  resources: Resources) -> tuple[float, int]:
-    """The CPUs each Ray Train worker reserves and the torch threads it runs.
+def train_scaling(num_workers: int | tuple[int, int], use_gpu: bool,
+                  cpus_per_worker: float | None) -> tuple[int | tuple[int, int], dict[str, float]]:
+    """What training asks Ray Train for: the worker count and each worker's resources.
 
-    On CPU clusters a quarter of the CPUs (and at least one) stays unreserved for decoding, but each
-    worker runs as many threads as its fair share of the CPUs: decode tasks use their CPUs only part of
-    the time, and a worker held to its reservation leaves the rest idle (on 2 CPUs, 1 worker got 1
-    thread and 0.53x the training-step ceiling; see bench/train_throughput.py).
+    Nothing here reads the cluster: Ray Train places the workers where it can, and on an autoscaling
+    cluster its resource request makes the autoscaler add nodes. By default a GPU worker reserves one CPU
+    and a CPU worker half of one: at most one CPU, so a 1-CPU node can host a worker, and never the
+    node's last one, so Ray Data's decode tasks (a quarter CPU each) always find room beside it (two
+    1-CPU workers on a 2-CPU node left none, and the stream waited for ever). Each worker picks its torch
+    threads from what it got (:func:`plantray.training.loop.worker_threads`).
 
+    Args:
+        num_workers: a fixed count, or ``(min, max)`` for elastic training.
+        use_gpu: one GPU per worker.
+        cpus_per_worker: CPUs reserved per worker (None = 1 with a GPU, else :data:`TRAIN_CPU_RESERVATION`).
     Returns:
-        (CPUs reserved per worker, torch threads per worker).
+        (``num_workers`` for ``ScalingConfig``, resources per worker).
     Raises:
-        ConfigError: more GPU workers than the cluster has GPUs.
+        ConfigError: a count below 1, min above max, or CPUs per worker not above 0.
     """
-    if use_gpu and resources.gpus < num_workers:
-        raise ConfigError(f"--use-gpu with --num-workers {num_workers} but the cluster has "
-                          f"{resources.gpus:g} GPUs; lower --num-workers or add GPU nodes")
-    if cpus_per_worker:
-        return cpus_per_worker, max(1, int(cpus_per_worker))
+    low, high = num_workers if isinstance(num_workers, tuple) else (num_workers, num_workers)
+    if low < 1 or high < low:
+        raise ConfigError(f"workers {low}-{high}: need 1 <= --min-workers <= --max-workers "
+                          "(or --num-workers >= 1)")
+    if cpus_per_worker is not None and cpus_per_worker <= 0:
+        raise ConfigError(f"--cpus-per-worker {cpus_per_worker} must be > 0")
+    resources = {"CPU": float(cpus_per_worker or (1.0 if use_gpu else TRAIN_CPU_RESERVATION))}
     if use_gpu:
-        return 1.0, 1
-    share = min(0.75 * resources.cpus, reservable(resources.cpus)) / num_workers
-    threads = min(resources.cpus / num_workers, max(resources.node_cpus))
-    return max(MIN_RESERVATION, share), max(1, int(threads))
+        resources["GPU"] = 1.0
+    return num_workers, resources

@@ -89,6 +89,33 @@ def hardware(use_gpu: bool) -> str:
     return platform.processor() or platform.machine()
 
 
+def _node_cpus() -> float:
+    """The CPUs Ray counts on this worker's node (its ``--num-cpus``; 0 when unknown)."""
+    node = ray.get_runtime_context().get_node_id()
+    return next((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["NodeID"] == node), 0.0)
+
+
+def worker_threads(fair_share: bool) -> int:
+    """This worker's torch threads, from what it got rather than from a snapshot of the cluster.
+
+    Args:
+        fair_share: False when ``--cpus-per-worker`` was given: as many threads as the CPUs Ray assigned.
+            True (the default): an equal share, among the training workers on this node, of the cores this
+            process may run on (at most the node's Ray CPUs), and never fewer than the CPUs assigned.
+            Decode tasks use their CPUs only part of the time, so a worker held to its 1-CPU reservation
+            leaves the rest idle (on 2 CPUs: 0.53x the step ceiling; bench/train_throughput.py).
+    Returns:
+        Threads, at least 1.
+    """
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    threads = max(1, int(assigned))
+    if not fair_share:
+        return threads
+    cores = len(os.sched_getaffinity(0))
+    cores = min(cores, int(_node_cpus()) or cores)
+    return max(threads, cores // max(1, ray.train.get_context().get_local_world_size()))
+
+
 def _step_batch(model, batch, class_weights, device, cfg) -> tuple[torch.Tensor, int, int, int]:
     """Forward and loss of one batch; returns (loss, valid images, correct, skipped)."""
     valid = batch["valid"].to(device)
@@ -212,7 +239,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     random.seed(cfg["seed"])
     device = ray.train.torch.get_device()
     if device.type == "cpu":
-        torch.set_num_threads(cfg["threads"])  # the worker's share of the CPUs (train.scaling), not the node
+        torch.set_num_threads(worker_threads(cfg["fair_share_threads"]))
     model, _ = build_model(cfg["arch"], cfg["num_classes"], cfg["init"])
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -228,7 +255,8 @@ def train_loop_per_worker(cfg: dict) -> None:
         if val is not None:
             metrics.update(evaluate(model, val, device, cfg))
         metrics.update(epoch=epoch, lr=optimizer.param_groups[-1]["lr"], restored_epoch=done,
-                       workers=ray.train.get_context().get_world_size(), device=hardware(cfg["use_gpu"]))
+                       workers=ray.train.get_context().get_world_size(), device=hardware(cfg["use_gpu"]),
+                       threads=torch.get_num_threads())
         scheduler.step()
         history.append(metrics)
         save = epoch % cfg["checkpoint_every"] == 0 or epoch == cfg["epochs"]

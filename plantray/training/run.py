@@ -28,6 +28,7 @@ from plantray.model.network import build_model
 from plantray.training import curves
 from plantray.training.data import class_weights
 from plantray.training.loop import CHECKPOINT_FILE, load_checkpoint, train_loop_per_worker
+from plantray.training.resources import ResourcesUnavailable, ResourceWait, describe, start_timeout
 
 log = logging.getLogger(__name__)
 FAIL_AFTER_EPOCH_ENV = "PLANTRAY_FAIL_AFTER_EPOCH"  # test hook, read on the driver (see loop_config)
@@ -63,11 +64,16 @@ def _fit(trainer: TorchTrainer, retries: int = 1):
 
     Ray Train retries worker failures itself (``max_failures``) but gives up on controller errors, such
     as an actor briefly unreachable on an overloaded node; the same run name resumes where it stopped.
+
+    Raises:
+        ResourcesUnavailable: the workers could not be placed within ``--resource-timeout`` (not retried).
     """
     for attempt in range(retries + 1):
         try:
             return trainer.fit()
         except ray.train.ControllerError as e:
+            if isinstance(e.controller_failure, ResourcesUnavailable):
+                raise e.controller_failure from None
             if attempt == retries:
                 raise
             log.warning("Ray Train controller failed (%s); resuming the run from its latest checkpoint", e)
@@ -85,23 +91,28 @@ def run_trainer(cfg: Any, scaling_config: ray.train.ScalingConfig, datasets: dic
         where: the run's ``storage`` location, from :func:`plantray.commands.train.validate`.
     Returns:
         The final checkpoint's state and the number of epochs run by this call.
+    Raises:
+        ResourcesUnavailable: no worker group could run for ``cfg.resource_timeout`` seconds.
     """
     from ray.util.queue import Queue
 
     storage_fs, storage_path = None, storage.get_fs(where["storage"])[1]
     if storage.scheme(where["storage"]) != "file":
         storage_fs, storage_path = storage.arrow_fs(where["storage"])
-    queue = Queue(actor_options={"num_cpus": 0})
+    queue = Queue(actor_options=_on_this_node())
+    wait = ResourceWait(cfg.resource_timeout, asked(scaling_config))
+    # A node lost is a worker-group failure like any other: Ray Train restarts from the last checkpoint.
     run_config = ray.train.RunConfig(
-        name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs, callbacks=[_Progress(queue)],
-        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
+        callbacks=[_Progress(queue), wait], failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
     stop, seen = threading.Event(), []
     printer = threading.Thread(target=_print_progress, args=(queue, cfg.epochs, stop, seen), daemon=True)
     printer.start()
     try:
-        result = _fit(TorchTrainer(train_loop_per_worker, train_loop_config=loop_cfg, scaling_config=scaling_config,
-                                   run_config=run_config, datasets=datasets))
+        with start_timeout(cfg.resource_timeout):
+            result = _fit(TorchTrainer(train_loop_per_worker, train_loop_config=loop_cfg,
+                                       scaling_config=scaling_config, run_config=run_config, datasets=datasets))
     finally:
         stop.set()
         printer.join(timeout=10)
@@ -110,12 +121,27 @@ def run_trainer(cfg: Any, scaling_config: ray.train.ScalingConfig, datasets: dic
         return load_checkpoint(os.path.join(d, CHECKPOINT_FILE)), len(seen)
 
 
+def _on_this_node() -> dict:
+    """Actor options pinning a helper actor to the driver's node, so losing another node never takes it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+
+def asked(scaling_config: ray.train.ScalingConfig) -> str:
+    """What a run asks for, in words: ``1-4 worker(s) of CPU 1 each``."""
+    workers = scaling_config.num_workers
+    count = f"{workers[0]}-{workers[1]}" if isinstance(workers, tuple) else str(workers)
+    return f"{count} worker(s) of {describe(scaling_config.resources_per_worker or {'CPU': 1})} each"
+
+
 def _fail_after_epoch() -> int | None:
     value = os.environ.get(FAIL_AFTER_EPOCH_ENV)
     return int(value) if value else None
 
 
-def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict, threads: int) -> dict:
+def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict) -> dict:
     """The plain dict every worker receives (from the job's TrainConfig ``cfg``).
 
     The test suite makes worker 0 fail once after epoch N by setting ``PLANTRAY_FAIL_AFTER_EPOCH=N``
@@ -129,7 +155,8 @@ def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict, threa
             "batch_size": cfg.batch_size, "seed": cfg.seed, "shuffle_buffer": cfg.shuffle_buffer,
             "checkpoint_every": cfg.checkpoint_every, "class_weights": weights, "use_gpu": cfg.use_gpu,
             "mean": list(eval_preset.mean), "std": list(eval_preset.std), "has_val": bool(cfg.val),
-            "fail_after_epoch": _fail_after_epoch(), "run_dir": where["run_dir"], "threads": threads}
+            "fail_after_epoch": _fail_after_epoch(), "run_dir": where["run_dir"],
+            "fair_share_threads": cfg.cpus_per_worker is None}
 
 
 def code_version() -> str:

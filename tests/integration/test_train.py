@@ -8,7 +8,10 @@ recovered from the last checkpoint, a finished run is not redone, and bad input 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import os
+import time
 import uuid
 
 import pyarrow as pa
@@ -19,11 +22,11 @@ import pytest
 from plantray.cli import main
 from plantray.commands.synth import SynthConfig, synthesize
 from plantray.commands.train import TrainConfig, train
-from plantray.inference.planner import Resources, train_scaling
 from plantray.training.loop import build_optimizer, load_checkpoint, save_checkpoint
 from plantray.training.run import FAIL_AFTER_EPOCH_ENV
 
 SPECIES = 4
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +56,18 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("workers, reserved, threads", [(1, 1.0, 2), (2, 0.5, 1), (3, 1 / 3, 1)])
-def test_cpu_workers_reserve_part_and_thread_their_share(data, tmp_path, ray_session, workers, reserved, threads):
-    # The session's Ray has 2 CPUs: 1 stays unreserved for Ray Data; threads split both CPUs.
-    cfg = tiny(data, tmp_path / "m", num_workers=workers)
-    per_worker, worker_threads = train_scaling(cfg.num_workers, cfg.use_gpu, cfg.cpus_per_worker,
-                                               Resources.of_cluster())
-    assert per_worker == pytest.approx(reserved)
-    assert worker_threads == threads
+def test_workers_that_cannot_be_placed_fail_in_bounded_time_naming_the_ask(data, tmp_path, ray_session):
+    # The session's Ray has 2 CPUs: 3 workers of 1 CPU never fit. The run fails after --resource-timeout
+    # (not Ray Train's endless retries), naming what it asked for and what the cluster has.
+    from plantray.training.resources import ResourcesUnavailable
+
+    cfg = tiny(data, tmp_path / "m", num_workers=3, cpus_per_worker=1.0, epochs=1, resource_timeout=3)
+    with pytest.raises(ResourcesUnavailable) as e:
+        train(cfg)
+    message = str(e.value)
+    assert "--resource-timeout 3 s" in message and "3 worker(s) of CPU 1 each" in message
+    assert "the cluster has CPU 2 in total" in message and "on 1 node(s)" in message
+    assert not (tmp_path / "m" / "model_card.json").exists()
 
 
 @pytest.mark.slow
@@ -75,6 +82,9 @@ def test_trains_and_classifies_held_out_images(data, tmp_path, ray_session):
     assert card["data"]["skipped_unreadable"] == 1
     assert card["data"]["license"] == "CC-BY 4.0 (synthetic)" and card["data"]["citation"] == "plantray synth"
     assert card["training"]["config"]["epochs"] == 8 and card["hardware"]["workers"] == 2
+    # Threads chosen inside each worker: its node's cores (the session's Ray counts 2 CPUs) shared by 2 workers.
+    cores = min(len(os.sched_getaffinity(0)), 2)
+    assert all(m["threads"] == max(1, cores // 2) for m in read_jsonl(out / "metrics.jsonl"))
     assert card["input"]["crop_size"] == 64 and card["arch"] == "resnet18"
     # Per-class counts in labels.csv match the manifest (the broken row is a row of the first species).
     manifest = pq.read_table(data / "train_plus.parquet").column("scientificName").to_pylist()
@@ -178,3 +188,81 @@ def test_optimizer_groups_schedule_and_checkpoint_round_trip(tmp_path):
     _, fresh = build_optimizer(model, 1e-3, 0.1, 10)
     fresh.load_state_dict(state["scheduler"])
     assert fresh.last_epoch == 10 and fresh.get_last_lr()[1] == pytest.approx(1e-5)
+
+
+class _Driver:
+    """``plantray train`` as its own process (own session, own embedded Ray), stderr lines timestamped."""
+
+    def __init__(self, args: list[str]):
+        import subprocess
+        import sys
+        import threading
+
+        env = {**os.environ, "PYTHONPATH": REPO, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+        env.pop("RAY_ADDRESS", None)
+        self.lines: list[tuple[float, str]] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "plantray", "train", *args], env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line))
+
+    def seen(self, text: str) -> float | None:
+        """When the test read the first line holding ``text`` (None: not yet)."""
+        return next((t for t, line in self.lines if text in line), None)
+
+    def wait(self, what: str, check, timeout: float = 300):
+        deadline = time.monotonic() + timeout
+        while not (got := check()):
+            assert self.proc.poll() is None, f"driver exited before {what}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no {what} after {timeout}s:\n{self.output()}"
+            time.sleep(0.1)
+        return got
+
+    def output(self) -> str:
+        return "".join(line for _, line in self.lines)
+
+    def kill_tree(self):
+        """SIGKILL the driver and every process it started (its embedded Ray included)."""
+        import signal
+
+        from tests.multinode import descendants
+
+        pids = [self.proc.pid, *descendants(self.proc.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+
+@pytest.mark.slow
+def test_duration_covers_every_invocation_after_sigkill(data, tmp_path):
+    out = tmp_path / "model"
+    args = ["--data", str(data / "train.parquet"), "--output", str(out), "--arch", "resnet18", "--init", "random",
+            "--epochs", "3", "--num-workers", "1", "--image-size", "32", "--batch-size", "16", "--name", "timed"]
+    run_dir = out / "checkpoints" / "timed"
+    ledger = run_dir / "_plantray_invocations.json"
+    # First invocation: measured from its "training ..." line to the epoch-2 checkpoint, then SIGKILLed
+    # once its time has been recorded past that point (it records every few seconds).
+    first = _Driver(args)
+    start1 = first.wait("training line", lambda: first.seen("INFO plantray.commands.train: training"))
+    end1 = first.wait("epoch 2 checkpoint", lambda: (run_dir / "epoch_0002").exists() and time.monotonic())
+    wall_end1 = time.time()
+    first.wait("time recorded", lambda: ledger.exists() and ledger.stat().st_mtime > wall_end1 + 0.5)
+    first.kill_tree()
+    assert not (out / "model_card.json").exists()
+    # Second invocation resumes: measured from its "training ..." line to the final checkpoint.
+    second = _Driver(args)
+    start2 = second.wait("training line", lambda: second.seen("INFO plantray.commands.train: training"))
+    end2 = second.wait("epoch 3 checkpoint", lambda: (run_dir / "epoch_0003").exists() and time.monotonic())
+    assert second.proc.wait(300) == 0, second.output()
+    history = read_jsonl(out / "metrics.jsonl")
+    assert [m["epoch"] for m in history] == [1, 2, 3] and history[2]["restored_epoch"] == 2
+    card = json.loads((out / "model_card.json").read_text())
+    measured = (end1 - start1) + (end2 - start2)
+    # A lower bound only: each invocation ran at least as long as the stretch the test saw of it.
+    assert card["invocations"] == 2 and card["duration_seconds"] >= measured, (card["duration_seconds"], measured)
+    assert json.loads((out / "_plantray_run.json").read_text())["summary"]["seconds"] == card["duration_seconds"]
+    assert "over 2 invocations" in second.output()

@@ -50,17 +50,24 @@ def test_reservable_keeps_one_cpu():
     assert [reservable(c) for c in (0, 1, 2, 16)] == [0, 0, 1, 15]
 
 
-@pytest.mark.parametrize("workers, per_worker, threads", [(1, 1.0, 2), (2, 0.5, 1), (3, 1 / 3, 1)])
-def test_train_workers_on_two_cpus(workers, per_worker, threads):
-    got = train_scaling(workers, False, None, Resources(2, 0, (2,)))
-    assert got[0] == pytest.approx(per_worker) and got[1] == threads
+@pytest.mark.parametrize("workers", [1, 2, 3, (1, 4), (2, 2)])
+def test_train_asks_the_same_whatever_the_cluster(workers):
+    # No cluster snapshot: the request is the flags'. Half a CPU a worker by default: a 1-CPU node hosts
+    # one and keeps half a CPU for two decode tasks (0.25 CPU each).
+    assert train_scaling(workers, False, None) == (workers, {"CPU": 0.5})
 
 
 def test_train_gpu_and_explicit_cpus():
-    assert train_scaling(2, True, None, Resources(16, 2, (16,))) == (1.0, 1)
-    assert train_scaling(1, False, 3.0, Resources(16, 0, (16,))) == (3.0, 3)
-    with pytest.raises(ConfigError, match="--num-workers 4"):
-        train_scaling(4, True, None, Resources(16, 2, (16,)))
+    assert train_scaling(2, True, None) == (2, {"CPU": 1.0, "GPU": 1.0})
+    assert train_scaling(1, False, 3.0) == (1, {"CPU": 3.0})
+    assert train_scaling((1, 8), True, 2.0) == ((1, 8), {"CPU": 2.0, "GPU": 1.0})
+
+
+@pytest.mark.parametrize("workers, cpus, message", [(0, None, "workers 0-0"), ((3, 2), None, "workers 3-2"),
+                                                     ((0, 2), None, "workers 0-2"), (1, 0.0, "--cpus-per-worker 0")])
+def test_train_bad_counts(workers, cpus, message):
+    with pytest.raises(ConfigError, match=message):
+        train_scaling(workers, False, cpus)
 
 
 # What the cluster can become: a cold autoscaling cluster (the head has no CPUs, worker types at
