@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from plantray import columns as col
 from plantray.images.loader import stack_pixels
-from plantray.inference.prior import Prior
+from plantray.inference.prior import Prior, drop_zero_ranks
 from plantray.inference.ranking import rollup, top_k_indices
 from plantray.model.artifact import load_artifact
 from plantray.model.network import Network
@@ -67,7 +67,7 @@ class Predictor:
         probs = self.probabilities(images, len(rows))
         probs, prior_columns = self.apply_prior(table, probs, rows)
         out = table.drop_columns([col.PIXELS, col.ERROR, col.SOURCE_COLUMN])
-        for name, array in {**self.columns(table, probs, rows), **prior_columns}.items():
+        for name, array in self.trim_ranking({**self.columns(table, probs, rows), **prior_columns}).items():
             out = out.append_column(name, array)
         out = out.append_column(col.ERROR, table.column(col.ERROR))
         if self.finish is not None:
@@ -88,6 +88,15 @@ class Predictor:
             return probs, {}
         adjusted, status = self.prior.apply(table, probs, rows)
         return adjusted, {col.PRIOR: status}
+
+    def trim_ranking(self, columns: dict[str, pa.Array]) -> dict[str, pa.Array]:
+        """``--prior restrict`` drops absent species: ranked names of probability 0 leave the top-k lists."""
+        if self.prior is None or self.prior.mode != "restrict":
+            return columns
+        names, conf = drop_zero_ranks(columns[col.TOPK_NAMES].to_pylist(), columns[col.TOPK_CONFIDENCE].to_pylist(),
+                                      columns[col.PRIOR].to_pylist())
+        return {**columns, col.TOPK_NAMES: pa.array(names, pa.list_(pa.string())),
+                col.TOPK_CONFIDENCE: pa.array(conf, pa.list_(pa.float32()))}
 
     def columns(self, table: pa.Table, probs: np.ndarray, rows: np.ndarray) -> dict[str, pa.Array]:
         """The prediction columns of classify and nightly (see columns.PREDICTION_COLUMNS)."""
@@ -181,9 +190,15 @@ class CropPredictor(Predictor):
         n = table.num_rows
         ranked = top_k_indices(adjusted, self.top_k)
         names = scatter([[self.labels.names[j] for j in r] for r in ranked], rows, n)
+        if self.prior.mode == "restrict":
+            conf = scatter(np.take_along_axis(adjusted, ranked, axis=1).tolist(), rows, n)
+            names, _ = drop_zero_ranks(names, conf, status.to_pylist())
         true = table.column(col.SCIENTIFIC_NAME).to_pylist()
         cols = {col.PRIOR: status, col.PRIOR_TOPK_NAMES: pa.array(names, pa.list_(pa.string()))}
         for k in self.ks:
             cols[f"prior_correct@{k}"] = pa.array([None if r is None else t in r[:k] for r, t in zip(names, true)],
                                                   pa.bool_())
         return probs, cols
+
+    def trim_ranking(self, columns: dict[str, pa.Array]) -> dict[str, pa.Array]:
+        return columns  # the ranking without the prior stays whole; the prior's is trimmed in apply_prior

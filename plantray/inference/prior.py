@@ -198,6 +198,26 @@ def apply_prior(probs: np.ndarray, mask: np.ndarray, index: np.ndarray, mode: st
     return out
 
 
+def drop_zero_ranks(names: list, confidences: list, status: list) -> tuple[list, list]:
+    """Restrict's ranked lists without the absent species (probability 0) of rows the prior applied to.
+
+    Args:
+        names: per row, the ranked names (None for failed rows).
+        confidences: per row, their probabilities.
+        status: per row, the ``prior`` outcome; only rows with ``restrict`` are trimmed.
+    Returns:
+        (names, confidences), trimmed.
+    """
+    out_names, out_conf = [], []
+    for ns, cs, s in zip(names, confidences, status):
+        if s == "restrict" and ns is not None:
+            keep = [i for i, c in enumerate(cs) if c > 0]
+            ns, cs = [ns[i] for i in keep], [cs[i] for i in keep]
+        out_names.append(ns)
+        out_conf.append(cs)
+    return out_names, out_conf
+
+
 def count_prior(uri: str) -> dict:
     """Rows of a written prediction dataset by prior outcome, scanning only the ``prior`` column.
 
