@@ -150,6 +150,24 @@ def test_archive_countrycode_reaches_the_prior(ray_session, data, tmp_path):
             assert got["scientificName"] in present[r["countryCode"]]
 
 
+def test_nightly_counts_the_prior(ray_session, data, tmp_path):
+    from plantray.commands.nightly import NightlyConfig, nightly
+
+    root, model, _ = data
+    table = str(tmp_path / "table")
+    summary = nightly(NightlyConfig(model=model, input=str(root / "located.parquet"), table=table, run_id="r1",
+                                    num_actors=1, checklist=str(root / "checklist.csv"), prior="restrict"))
+    assert summary["counts"]["prior"]["counts"] == {"applied": 15, "no location": 2, "region not covered": 1}
+    (log,) = (tmp_path / "table" / "_log").iterdir()
+    entry = json.loads(log.read_text())
+    rows = pa.concat_tables([pq.read_table(str(tmp_path / "table" / f)) for f in entry["files"]]).to_pylist()
+    present = read_checklist_csv(root / "checklist.csv")
+    assert len(rows) == 18
+    for r in rows:
+        if r["prior"] == "restrict":
+            assert r["scientificName"] in present[r["countryCode"]]
+
+
 @pytest.mark.parametrize("case, needle", [
     ("columns", "lacks column(s) ['countryCode']"),
     ("species", "is a label of the model"),
