@@ -44,3 +44,10 @@ LABEL_INDEX, LOGITS = "label_index", "logits"
 CARD_METADATA_KEY = b"plantray.model_card"
 PRECISION_METADATA_KEY = b"plantray.precision"  # what --precision auto resolved to on the actor's node
 CALIBRATION_METADATA_KEY = b"plantray.calibration"  # the card's calibration, or {"method": "none"}
+
+# Location priors (plantray.inference.prior): the input's region, and which prior each prediction got
+COUNTRY_CODE, STATE_PROVINCE = "countryCode", "stateProvince"  # ISO 3166-1 alpha-2; optional refinement
+PRIOR = "prior"  # restrict / reweight (applied), "no location", "region not covered"; null without --prior
+PRIOR_TOPK_NAMES = "prior_" + TOPK_NAMES  # evaluate: the ranking with the prior, beside the one without
+PRIOR_METADATA_KEY = b"plantray.prior"  # JSON: mode, floor, checklist, region column, countries, matches
+RESERVED_COLUMNS = RESERVED_COLUMNS | {PRIOR}

@@ -12,7 +12,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from plantray.commands.options import InferenceOptions, check_model_options, identifications
+from plantray.commands.options import (
+    InferenceOptions,
+    check_model_options,
+    identifications,
+    location_prior,
+    prior_lines,
+    prior_summary,
+)
 from plantray.commands.record import utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 
@@ -68,6 +75,7 @@ def classify(cfg: ClassifyConfig) -> dict:
     from plantray.inference.pipeline import plan_for_cluster
 
     artifact, source = validate(cfg)
+    prior = location_prior(cfg, artifact.labels.names, source.columns())
     ensure_ray(cfg.dashboard)
     plan = plan_for_cluster(cfg)
     log.info("classify plan: %s", plan)
@@ -76,10 +84,12 @@ def classify(cfg: ClassifyConfig) -> dict:
         storage.remove(cfg.output)
     start = time.perf_counter()
     ds, input_stats = source.dataset(reserved=RESERVED_COLUMNS)
-    write_predictions(identifications(ds, cfg, artifact, plan, started), cfg.output, cfg.rows_per_file)
+    write_predictions(identifications(ds, cfg, artifact, plan, started, prior), cfg.output, cfg.rows_per_file)
     summary = summarize(cfg.output, time.perf_counter() - start)
     summary.update(model=cfg.model, model_sha256=artifact.sha256, input=cfg.input, output=cfg.output,
                    plan=plan.__dict__, input_stats=input_stats)
+    if prior is not None:
+        summary["prior"] = prior_summary(prior, cfg.output)
     if cfg.aggregate == "occurrence":
         summary["occurrences"] = aggregate(cfg)
     write_run_record(cfg.output, "classify", cfg, summary, started)
@@ -102,6 +112,7 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  failed: {count:>8}  {reason}")
     for reason, count in summary.get("input_stats", {}).get("skipped", {}).items():
         lines.append(f"  skipped in input: {count:>8}  {reason}")
+    lines += prior_lines(summary.get("prior"))
     return "\n".join(lines)
 
 

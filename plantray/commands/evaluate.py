@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from plantray.commands.options import ModelOptions, check_model_options, load_options
+from plantray.commands.options import ModelOptions, check_model_options, load_options, location_prior
 from plantray.commands.record import utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 from plantray.images.presets import TTA_MODES
@@ -112,8 +112,29 @@ def validate(cfg: EvaluateConfig) -> tuple[list, list, list[int]]:
     return runs, tests, report_ks(cfg.top_k)
 
 
-def predictions(cfg: EvaluateConfig, run, tests: list, plan):
+def priors(cfg: EvaluateConfig, runs: list, tests: list) -> dict:
+    """Each model's location prior (label -> Prior), or {} without ``--prior``; checked before any work.
+
+    Raises:
+        ConfigError: see :func:`plantray.commands.options.location_prior`; a test set without the region column.
+    """
+    from plantray.sources import open_source
+
+    if cfg.prior == "none":
+        location_prior(cfg, [])  # refuses --checklist without --prior
+        return {}
+    for t in tests:
+        columns = open_source(t.uri, flag=f"--test {t.name}=").columns(labels_from_dirs=True)
+        if cfg.region_column not in columns:
+            raise ConfigError(f"--test {t.name}={t.uri} has no {cfg.region_column!r} column for --prior; add "
+                              "countryCode to the test manifest (plantray synth --countries N writes it) or "
+                              "pass --region-column")
+    return {r.label: location_prior(cfg, r.artifact.labels.names) for r in runs}
+
+
+def predictions(cfg: EvaluateConfig, run, tests: list, plan, prior=None):
     """The lazy dataset of one model's per-image results over every test set (crop predictor)."""
+    from plantray.columns import STATE_PROVINCE
     from plantray.evaluation.labelfilter import kept_rows
     from plantray.images.crops import CropView
     from plantray.images.presets import EvalPreset
@@ -121,8 +142,10 @@ def predictions(cfg: EvaluateConfig, run, tests: list, plan):
     from plantray.inference.predictor import CropPredictor
 
     view = CropView(EvalPreset.from_dict(run.artifact.card["input"]), cfg.tta, cfg.seed)
-    return predict(kept_rows(tests, run.filters), view, load_options(cfg), plan, cfg.decode_batch_size,
-                   predictor=CropPredictor, model_uri=run.uri, model_label=run.label, ks=tuple(report_ks(cfg.top_k)))
+    extra = (cfg.region_column, STATE_PROVINCE) if prior is not None else ()
+    return predict(kept_rows(tests, run.filters, extra), view, load_options(cfg), plan, cfg.decode_batch_size,
+                   predictor=CropPredictor, model_uri=run.uri, model_label=run.label, ks=tuple(report_ks(cfg.top_k)),
+                   prior=prior)
 
 
 def score_calibration(uri: str, run, entries: list[dict]) -> None:
@@ -165,12 +188,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     """
     from plantray import storage
     from plantray.cluster import ensure_ray
+    from plantray.evaluation.prior import score_prior
     from plantray.evaluation.report import write_report
     from plantray.evaluation.score import score_run
     from plantray.images.crops import n_crops
     from plantray.inference.pipeline import plan_for_cluster
 
     runs, tests, ks = validate(cfg)
+    run_priors = priors(cfg, runs, tests)
     ensure_ray(cfg.dashboard)
     plan = plan_for_cluster(cfg, crops=n_crops(cfg.tta))
     log.info("evaluate plan: %s", plan)
@@ -178,14 +203,16 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.overwrite:
         storage.remove(cfg.output)
     start = time.perf_counter()
-    results = []
+    results, prior_results = [], []
     for i, run in enumerate(runs):
         out = storage.join(cfg.output, PREDICTIONS, f"model_{i}")
         fs, path = storage.arrow_fs(out)
-        predictions(cfg, run, tests, plan).write_parquet(path, filesystem=fs)
+        predictions(cfg, run, tests, plan, run_priors.get(run.label)).write_parquet(path, filesystem=fs)
         entries = score_run(out, run, tests, ks, cfg.bootstrap, cfg.seed)
         score_calibration(out, run, entries)
         results += entries
+        if run_priors:
+            prior_results += score_prior(out, run.label, tests, ks)
     summary = {"output": cfg.output, "tta": cfg.tta, "crops": n_crops(cfg.tta), "ks": ks,
                "min_train_images": cfg.min_train_images, "seed": cfg.seed, "bootstrap": cfg.bootstrap,
                "models": [{"label": r.label, "uri": r.uri, "name": r.artifact.card["name"],
@@ -193,6 +220,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                            "predictions": f"{PREDICTIONS}/model_{i}"} for i, r in enumerate(runs)],
                "tests": [{"name": t.name, "uri": t.uri} for t in tests], "results": results,
                "seconds": round(time.perf_counter() - start, 2), "plan": plan.__dict__}
+    if run_priors:
+        summary["prior"] = {**next(iter(run_priors.values())).describe(), "results": prior_results}
     write_report(summary)
     write_run_record(cfg.output, "evaluate", cfg, summary, started)
     return summary
@@ -201,10 +230,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 def format_summary(summary: dict) -> str:
     """The Table 1 printed by the CLI, with where the full report is."""
     from plantray import storage
-    from plantray.evaluation.report import markdown_table
+    from plantray.evaluation.report import markdown_table, prior_table
 
     report = storage.join(summary["output"], "report.md")
-    return f"{markdown_table(summary)}\n\nreport: {report} ({summary['seconds']} s)"
+    prior = f"\n\nWith and without the location prior (%):\n{prior_table(summary)}" if summary.get("prior") else ""
+    return f"{markdown_table(summary)}{prior}\n\nreport: {report} ({summary['seconds']} s)"
 
 
 CONFIG = EvaluateConfig

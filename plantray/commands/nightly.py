@@ -28,7 +28,14 @@ import re
 import time
 from dataclasses import dataclass
 
-from plantray.commands.options import InferenceOptions, check_model_options, identifications
+from plantray.commands.options import (
+    InferenceOptions,
+    check_model_options,
+    identifications,
+    location_prior,
+    prior_lines,
+    prior_summary,
+)
 from plantray.commands.record import utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 
@@ -142,6 +149,7 @@ def nightly(cfg: NightlyConfig) -> dict:
     from plantray.storage import table as tbl
 
     artifact, source, since = validate(cfg)
+    geo = location_prior(cfg, artifact.labels.names, source.columns())
     run_id = cfg.run_id or "nightly-" + dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     ensure_ray(cfg.dashboard)
     entries = tbl.read_log(cfg.table)
@@ -157,14 +165,14 @@ def nightly(cfg: NightlyConfig) -> dict:
     collected = tbl.collect_garbage(cfg.table, entries, cfg.stale_hours * 3600)
     attempt = tbl.begin_attempt(cfg.table, run_id)
     try:
-        return _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, collected)
+        return _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, collected, geo)
     except Exception:
         # A failure we see (unlike a crash) cleans up now; GC covers the crashes.
         tbl.end_attempt(cfg.table, run_id, attempt, keep_data=bool(tbl.find_run(tbl.read_log(cfg.table), run_id)))
         raise
 
 
-def _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, collected) -> dict:
+def _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, collected, geo=None) -> dict:
     from plantray.inference.incremental import commit_attempt, done_entries, todo
     from plantray.inference.outputs import write_predictions
     from plantray.storage import table as tbl
@@ -172,11 +180,13 @@ def _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, coll
     timings, start, started = {}, time.perf_counter(), utc_now()
     done = done_entries(entries, artifact.sha256, cfg.full, since)
     rows = todo(ds, cfg.table, columns, done, cfg.retry_failed, cfg.join_partitions)
-    preds = identifications(rows, cfg, artifact, plan, started)
+    preds = identifications(rows, cfg, artifact, plan, started, geo)
     preds = preds.map_batches(_with_run_id, fn_args=(run_id,), batch_format="pyarrow", zero_copy_batch=True)
     write_predictions(preds, tbl.attempt_dir(cfg.table, run_id, attempt), cfg.rows_per_file)
     timings["classify_s"] = time.perf_counter() - start
     counts = _counts(cfg, run_id, attempt, ds.count(), timings["classify_s"])
+    if geo is not None and counts["files"]:  # the location prior's counts
+        counts["prior"] = prior_summary(geo, tbl.attempt_dir(cfg.table, run_id, attempt))
     entry = {"run_id": run_id, "attempt": attempt, "model_uri": cfg.model, "model_sha256": artifact.sha256,
              "key": columns, "files": counts["files"], "rows": counts["new"], "failed": counts["failed"],
              "input": cfg.input}
@@ -201,6 +211,7 @@ def format_summary(summary: dict) -> str:
              f"{c['failed']} failed) in {summary['timings']['classify_s']} s"]
     for reason, count in c["failures_by_reason"].items():
         lines.append(f"  failed: {count:>8}  {reason}")
+    lines += prior_lines(c.get("prior"))
     return "\n".join(lines)
 
 

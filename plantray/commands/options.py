@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plantray.config import JobConfig, check, field
+from plantray.config import ConfigError, JobConfig, check, field
 from plantray.images.presets import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
+PRIOR_MODES = ("restrict", "reweight")  # plantray.inference.prior.MODES, without importing numpy at --help
 PRECISION_HELP = ("auto = bf16 where the device computes it natively (GPUs; CPUs with AVX512-BF16 or AMX), "
                   "else fp32; bench/precision.py measures speed and Top-1 agreement")
 
@@ -44,6 +45,14 @@ class ModelOptions(RayOptions):
     image_cache: str | None = field(None, help="URI prefix caching HTTP-fetched image bytes for re-runs")
     http_timeout: float = field(20.0, help="seconds before an HTTP fetch times out")
     http_per_host: int = field(4, help="concurrent fetches per host and process")
+    checklist: str | None = field(None, help="species per country: a CSV (scientificName, countryCode, optional "
+                                  "stateProvince) or a checklist Darwin Core Archive (Taxon + Distribution)")
+    prior: str = field("none", choices=["none", *PRIOR_MODES],
+                       help="location prior from --checklist: restrict = drop species absent from the row's "
+                       "country and renormalise; reweight = multiply them by --prior-floor and renormalise")
+    prior_floor: float = field(0.01, help="--prior reweight: relative weight of species absent from the region")
+    region_column: str = field("countryCode", help="input column with the ISO 3166-1 alpha-2 country code "
+                               "(stateProvince refines it when the checklist lists states)")
 
 
 @dataclass
@@ -72,7 +81,58 @@ def check_model_options(cfg: ModelOptions) -> None:
             f"--max-actors {cfg.max_actors} must be >= --min-actors {cfg.min_actors}"),
            (cfg.resource_timeout >= 0, f"--resource-timeout {cfg.resource_timeout} must be >= 0 (0 = no limit)"),
            (cfg.max_bytes >= 1 and cfg.max_pixels >= 1, "--max-bytes and --max-pixels must be >= 1"),
-           (cfg.http_timeout > 0 and cfg.http_per_host >= 1, "--http-timeout must be > 0, --http-per-host >= 1")])
+           (cfg.http_timeout > 0 and cfg.http_per_host >= 1, "--http-timeout must be > 0, --http-per-host >= 1"),
+           (0 < cfg.prior_floor < 1, f"--prior-floor {cfg.prior_floor} must be in (0, 1)"),
+           (bool(cfg.region_column), "--region-column must name a column")])
+
+
+def location_prior(cfg: ModelOptions, labels: list[str], columns: list[str] | None = None):
+    """The location prior of ``--checklist``/``--prior`` for a model's labels, or None (checked before work).
+
+    Args:
+        cfg: the command's flags.
+        labels: the model's label names (logit order).
+        columns: the input's columns, when known: it must hold ``--region-column``.
+    Returns:
+        A :class:`plantray.inference.prior.Prior` or None when ``--prior none``.
+    Raises:
+        ConfigError: a prior without a checklist (or the reverse), a bad checklist, a missing region column,
+            or a checklist naming none of the model's species.
+    """
+    from plantray.inference.prior import build_prior
+    from plantray.sources.checklist import read_checklist
+
+    if cfg.prior == "none":
+        if cfg.checklist:
+            raise ConfigError(f"--checklist {cfg.checklist!r} is given without --prior; pass --prior restrict or "
+                              "--prior reweight (or drop --checklist)")
+        return None
+    if not cfg.checklist:
+        raise ConfigError(f"--prior {cfg.prior} needs --checklist: a CSV (scientificName,countryCode) or a "
+                          "checklist Darwin Core Archive")
+    if columns is not None and cfg.region_column not in columns:
+        raise ConfigError(f"--region-column {cfg.region_column!r} is not a column of the input (columns: "
+                          f"{columns[:12]}); add a countryCode column or name the column holding it")
+    return build_prior(read_checklist(cfg.checklist), labels, cfg.prior, cfg.prior_floor, cfg.region_column)
+
+
+def prior_summary(prior, uri: str) -> dict | None:
+    """The run summary's ``prior`` entry: the prior and its counts in the written output at ``uri``."""
+    from plantray.inference.prior import count_prior
+
+    if prior is None:
+        return None
+    return {**prior.describe(), "unmatched_names": prior.unmatched[:20], "counts": count_prior(uri)}
+
+
+def prior_lines(summary: dict | None) -> list[str]:
+    """The closing lines about the prior (none without one)."""
+    if not summary:
+        return []
+    c = summary["counts"]
+    return [f"  prior {summary['mode']} ({summary['checklist']}): applied {c['applied']}, no location "
+            f"{c['no location']}, region not covered {c['region not covered']}; checklist species matched "
+            f"{summary['species_matched']}, unmatched {summary['species_unmatched']}"]
 
 
 def load_options(cfg: ModelOptions):
@@ -83,9 +143,9 @@ def load_options(cfg: ModelOptions):
                        http_per_host=cfg.http_per_host, image_cache=cfg.image_cache)
 
 
-def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str):
+def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str, prior=None):
     """The model stage of classify and nightly (:func:`plantray.darwincore.identify.identify`)."""
     from plantray.darwincore.identify import identify
 
     return identify(ds, artifact, plan, load_options(cfg), cfg.decode_batch_size, top_k=cfg.top_k,
-                    rollup_threshold=cfg.rollup_threshold, now_iso=now_iso)
+                    rollup_threshold=cfg.rollup_threshold, now_iso=now_iso, prior=prior)

@@ -8,6 +8,7 @@ from plantray.commands.record import utc_now, write_run_record
 from plantray.config import JobConfig, check, field
 
 MAX_SPECIES = 500
+MAX_COUNTRIES = 20  # len(plantray.synth.ranges.COUNTRIES), not imported: numpy would slow `plantray --help`
 
 
 @dataclass
@@ -27,6 +28,8 @@ class SynthConfig(JobConfig):
     max_aspect: float = field(2.0, help="largest width/height ratio")
     imbalance: float = field(0.0, help="long-tail exponent: species k gets ~n*(k+1)^-imbalance train images")
     quality: int = field(90, help="JPEG quality (1..95)")
+    countries: int = field(0, help=f"give each species a range among this many countries (0..{MAX_COUNTRIES}; "
+                           "0 = off): countryCode on every image, checklist.csv and checklist-dwca.zip")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,6 +51,7 @@ class SynthConfig(JobConfig):
              f"min_aspect={self.min_aspect} > max_aspect={self.max_aspect}: swap them"),
             (self.imbalance >= 0, f"imbalance={self.imbalance}: use 0 (balanced) or a positive exponent"),
             (1 <= self.quality <= 95, f"quality={self.quality}: use a JPEG quality in 1..95"),
+            (0 <= self.countries <= MAX_COUNTRIES, f"countries={self.countries}: use 0..{MAX_COUNTRIES}"),
         ])
 
 

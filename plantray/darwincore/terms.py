@@ -104,6 +104,28 @@ def dwc_columns(batch: dict[str, np.ndarray], model_card: dict, now_iso: str) ->
     return out
 
 
+PRIOR_REMARKS = {
+    "restrict": "location prior: restricted to the checklist species of the occurrence's region",
+    "reweight": "location prior: species absent from the occurrence's region in the checklist down-weighted",
+    "no location": "location prior not applied: no location",
+    "region not covered": "location prior not applied: region not in the checklist",
+}
+
+
+def prior_remarks(remarks: np.ndarray, status: list) -> np.ndarray:
+    """Appends which location prior was applied (the ``prior`` column) to each row's remarks.
+
+    Args:
+        remarks: ``identificationRemarks`` (None for failed rows, which stay None).
+        status: the ``prior`` column (:mod:`plantray.inference.prior`).
+    Returns:
+        The remarks, e.g. ``"machine identification by ... (confidence 0.912, rank species); location prior:
+        restricted to the checklist species of the occurrence's region"``.
+    """
+    return np.array([r if r is None or s is None else f"{r}; {PRIOR_REMARKS.get(s, s)}"
+                     for r, s in zip(remarks, status)], dtype=object)
+
+
 def add_terms(table: pa.Table, model_card: dict, now_iso: str) -> pa.Table:
     """Appends the Darwin Core identification terms to a batch of predictions, ``error`` staying last.
 
@@ -122,6 +144,9 @@ def add_terms(table: pa.Table, model_card: dict, now_iso: str) -> pa.Table:
     batch[col.CONFIDENCE] = np.asarray([c if c is not None else np.nan
                                         for c in table.column(col.CONFIDENCE).to_pylist()])
     terms = dwc_columns(batch, model_card, now_iso)
+    if col.PRIOR in table.column_names:
+        terms["identificationRemarks"] = prior_remarks(terms["identificationRemarks"],
+                                                       table.column(col.PRIOR).to_pylist())
     error = table.column(col.ERROR)
     out = table.drop_columns([col.ERROR])
     for name in col.DWC_TERMS:

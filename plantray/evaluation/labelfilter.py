@@ -56,28 +56,31 @@ _ROW_SCHEMA = pa.schema([("test_set", pa.string()), ("image_uri", pa.string()), 
                          ("family", pa.string())])
 
 
-def select_rows(table: pa.Table, test_name: str, kept: tuple) -> pa.Table:
-    """``map_batches``: the rows whose label passed the filter, in one schema so test sets can be unioned."""
+def select_rows(table: pa.Table, test_name: str, kept: tuple, extra: tuple = ()) -> pa.Table:
+    """``map_batches``: the rows whose label passed the filter, in one schema so test sets can be unioned
+    (plus the ``extra`` columns, as strings: a location prior's region columns)."""
     labels = table.column("scientificName").cast(pa.string())
     table = table.filter(pc.fill_null(pc.is_in(labels, value_set=pa.array(kept, pa.string())), False))
     n = table.num_rows
+    schema = pa.schema([*_ROW_SCHEMA, *((c, pa.string()) for c in extra if c not in _ROW_SCHEMA.names)])
     arrays = [pa.array([test_name] * n, pa.string()) if f.name == "test_set"
               else table.column(f.name).cast(pa.string()) if f.name in table.column_names
-              else pa.nulls(n, pa.string()) for f in _ROW_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=_ROW_SCHEMA)
+              else pa.nulls(n, pa.string()) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def kept_rows(tests: list, filters: dict) -> ray.data.Dataset:
+def kept_rows(tests: list, filters: dict, extra: tuple = ()) -> ray.data.Dataset:
     """One dataset of every test set's kept rows, in one schema (a ``test_set`` column tells them apart).
 
     Args:
         tests: the test sets (``name``, ``uri``).
         filters: test name -> (kept labels, stats), from :func:`label_filter`.
+        extra: further input columns to keep (a location prior's region columns).
     """
     parts = []
     for t in tests:
         kept = tuple(sorted(filters[t.name][0]))
         ds, _ = open_source(t.uri, flag=f"--test {t.name}=").dataset(labels_from_dirs=True)
-        parts.append(ds.map_batches(select_rows, fn_args=(t.name, kept), batch_format="pyarrow",
+        parts.append(ds.map_batches(select_rows, fn_args=(t.name, kept, tuple(extra)), batch_format="pyarrow",
                                     batch_size=None, zero_copy_batch=True))
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]

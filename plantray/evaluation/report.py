@@ -142,6 +142,35 @@ def reliability_png(summary: dict) -> bytes:
     return buf.getvalue()
 
 
+def prior_table(summary: dict) -> str:
+    """Top-k (%) without and with the location prior, per (model, test set), and how many rows it applied to."""
+    prior = summary["prior"]
+    ks = summary["ks"]
+    header = ["Model", "Test set", *(f"Top-{k} without" for k in ks), *(f"Top-{k} with" for k in ks),
+              "Prior applied", "No location", "Region not covered"]
+    rows = []
+    for e in prior["results"]:
+        c = e["counts"]
+        rows.append([e["model"], e["test_set"], *(pct(e["without"][f"top{k}"]) for k in ks),
+                     *(pct(e["with"][f"top{k}"]) for k in ks), c.get(prior["mode"], 0), c.get("no location", 0),
+                     c.get("region not covered", 0)])
+    return "\n".join(_table(header, rows))
+
+
+def prior_section(summary: dict) -> list[str]:
+    """The report's location-prior section (nothing without ``--prior``)."""
+    prior = summary.get("prior")
+    if not prior:
+        return []
+    floor = f", floor {prior['floor']}" if prior.get("floor") is not None else ""
+    return ["## Location prior", "",
+            f"**{prior['mode']}**{floor} from checklist `{prior['checklist']}` (region column "
+            f"`{prior['region_column']}`; {prior['species_matched']} checklist species matched the model's labels, "
+            f"{prior['species_unmatched']} did not). Rows without a location, or in a region the checklist does not "
+            "cover, are ranked without the prior.", "",
+            prior_table(summary), ""]
+
+
 def markdown_report(summary: dict) -> str:
     """The whole report.md."""
     models = "\n".join(f"- **{m['label']}**: `{m['uri']}` ({m['name']} {m['version']}, sha256 {m['sha256'][:12]})"
@@ -156,6 +185,7 @@ def markdown_report(summary: dict) -> str:
         "## Accuracy (%)", markdown_table(summary), "",
         "## Images and labels", details_table(summary), "",
         "## Top-1 (%) per tag", tag_table(summary), "",
+        *prior_section(summary),
         "![accuracy](accuracy.png)", "",
         "## Calibration", "NLL, expected calibration error (ECE: 15 equal-width bins of the top-1 confidence) "
         "and multi-class Brier score, from the raw softmax and with the model card's temperature "

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from plantray import columns as col
 from plantray.images.loader import stack_pixels
+from plantray.inference.prior import Prior, drop_zero_ranks
 from plantray.inference.ranking import rollup, top_k_indices
 from plantray.model.artifact import load_artifact
 from plantray.model.network import Network, softmax
@@ -43,11 +44,12 @@ class Predictor:
         crops: crops per image in ``_pixels`` (the loader's view); their softmax is averaged.
         rollup_threshold: below this top-1 probability, report the genus/family that clears it.
         finish: applied to each output batch (e.g. :func:`plantray.darwincore.terms.add_terms`).
+        prior: a location prior (:class:`plantray.inference.prior.Prior`) applied before ranking.
     """
 
     def __init__(self, model_uri: str, top_k: int = 5, use_gpu: bool = False, precision: str = "fp32",
                  threads: int | None = None, crops: int = 1, rollup_threshold: float = 0.0,
-                 finish: Callable[[pa.Table], pa.Table] | None = None):
+                 finish: Callable[[pa.Table], pa.Table] | None = None, prior: Prior | None = None):
         self.artifact = load_artifact(model_uri)
         self.labels = self.artifact.labels
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
@@ -58,13 +60,17 @@ class Predictor:
                          col.PRECISION_METADATA_KEY: self.net.precision.encode(),
                          col.CALIBRATION_METADATA_KEY: json.dumps(self.artifact.calibration
                                                                   or {"method": "none"}).encode()}
+        self.prior = prior
+        if prior is not None:
+            self.metadata.update(prior.metadata())
 
     def __call__(self, table: pa.Table) -> pa.Table:
         size = self.net.preset.crop_size
         images, rows = stack_pixels(table.column(col.PIXELS), (self.crops, size, size, 3))
         probs = self.probabilities(images, len(rows))
+        probs, prior_columns = self.apply_prior(table, probs, rows)
         out = table.drop_columns([col.PIXELS, col.ERROR, col.SOURCE_COLUMN])
-        for name, array in self.columns(table, probs, rows).items():
+        for name, array in self.trim_ranking({**self.columns(table, probs, rows), **prior_columns}).items():
             out = out.append_column(name, array)
         out = out.append_column(col.ERROR, table.column(col.ERROR))
         if self.finish is not None:
@@ -81,6 +87,23 @@ class Predictor:
             return np.zeros((0, len(self.labels)), np.float32)
         probs = self.net.probabilities(images, self.temperature)
         return probs.view(images_valid, self.crops, -1).mean(dim=1).numpy()
+
+    def apply_prior(self, table: pa.Table, probs: np.ndarray,
+                    rows: np.ndarray) -> tuple[np.ndarray, dict[str, pa.Array]]:
+        """The location prior (if any) on the averaged probabilities, before ranking; adds the ``prior`` column."""
+        if self.prior is None:
+            return probs, {}
+        adjusted, status = self.prior.apply(table, probs, rows)
+        return adjusted, {col.PRIOR: status}
+
+    def trim_ranking(self, columns: dict[str, pa.Array]) -> dict[str, pa.Array]:
+        """``--prior restrict`` drops absent species: ranked names of probability 0 leave the top-k lists."""
+        if self.prior is None or self.prior.mode != "restrict":
+            return columns
+        names, conf = drop_zero_ranks(columns[col.TOPK_NAMES].to_pylist(), columns[col.TOPK_CONFIDENCE].to_pylist(),
+                                      columns[col.PRIOR].to_pylist())
+        return {**columns, col.TOPK_NAMES: pa.array(names, pa.list_(pa.string())),
+                col.TOPK_CONFIDENCE: pa.array(conf, pa.list_(pa.float32()))}
 
     def columns(self, table: pa.Table, probs: np.ndarray, rows: np.ndarray) -> dict[str, pa.Array]:
         """The prediction columns of classify and nightly (see columns.PREDICTION_COLUMNS)."""
@@ -193,3 +216,26 @@ class CropPredictor(Predictor):
         cols.update(self._calibration_columns(probs, rows, true, n))
         cols[col.MODEL_SHA256] = pa.array([self.artifact.sha256] * n, pa.string())
         return cols
+
+    def apply_prior(self, table: pa.Table, probs: np.ndarray,
+                    rows: np.ndarray) -> tuple[np.ndarray, dict[str, pa.Array]]:
+        """Evaluation scores both: the ranking without the prior (the usual columns) and with it
+        (``prior_topk_scientificName``, ``prior_correct@k``), side by side."""
+        if self.prior is None:
+            return probs, {}
+        adjusted, status = self.prior.apply(table, probs, rows)
+        n = table.num_rows
+        ranked = top_k_indices(adjusted, self.top_k)
+        names = scatter([[self.labels.names[j] for j in r] for r in ranked], rows, n)
+        if self.prior.mode == "restrict":
+            conf = scatter(np.take_along_axis(adjusted, ranked, axis=1).tolist(), rows, n)
+            names, _ = drop_zero_ranks(names, conf, status.to_pylist())
+        true = table.column(col.SCIENTIFIC_NAME).to_pylist()
+        cols = {col.PRIOR: status, col.PRIOR_TOPK_NAMES: pa.array(names, pa.list_(pa.string()))}
+        for k in self.ks:
+            cols[f"prior_correct@{k}"] = pa.array([None if r is None else t in r[:k] for r, t in zip(names, true)],
+                                                  pa.bool_())
+        return probs, cols
+
+    def trim_ranking(self, columns: dict[str, pa.Array]) -> dict[str, pa.Array]:
+        return columns  # the ranking without the prior stays whole; the prior's is trimmed in apply_prior

@@ -8,7 +8,8 @@ over hue and cycle through shapes so that a small network learns the classes in 
 
 Layout under OUT (local directory or fsspec URI; every file goes through :mod:`plantray.storage`):
 ``{train,test,unseen}/<scientificName>/<NNNNNN>.jpg``, ``{split}.parquet`` manifests with
-``image_uri`` relative to OUT, ``labels.csv``, ``README.txt`` and ``_plantray_run.json``.
+``image_uri`` relative to OUT, ``labels.csv``, ``README.txt`` and ``_plantray_run.json``; with
+``countries`` > 0 also a ``countryCode`` per row and the checklists of :mod:`plantray.synth.ranges`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 from plantray import storage
 from plantray.config import ConfigError
 from plantray.synth.drawing import TAGS, Species, render_image
+from plantray.synth.ranges import add_countries, species_ranges, write_checklists
 
 SPLITS = ("train", "test", "unseen")
 # Pl@ntNet-like organ mix, one weight per TAGS entry: flowers dominate, bark and stems are rarer.
@@ -211,14 +213,23 @@ def synthesize(cfg) -> dict:
     image_size(cfg, np.random.default_rng(0))  # impossible size bounds fail before any file is written
     _open_out(cfg.out)
     species = make_species(cfg.species, cfg.seed)
+    countries = getattr(cfg, "countries", 0)
+    ranges = species_ranges([s.name for s in species], countries, cfg.seed) if countries else None
+    schema = MANIFEST_SCHEMA.append(pa.field("countryCode", pa.string())) if ranges else MANIFEST_SCHEMA
     totals = {}
     for split in SPLITS:
         rows = _write_split(cfg.out, cfg, split, species, counts[split])
+        if ranges:
+            rows = add_countries(rows, ranges, cfg.seed)
         manifest = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), manifest)
         storage.write_bytes(storage.join(cfg.out, f"{split}.parquet"), manifest.getvalue())
         totals[split] = len(rows)
     _write_tables(cfg.out, cfg, species, totals)
-    return {"out": cfg.out, "species": len(species), "images": totals,
-            "train_counts": {s.name: c for s, c in zip(species, counts["train"])},
-            "manifests": {s: f"{s}.parquet" for s in SPLITS}, "labels": "labels.csv"}
+    summary = {"out": cfg.out, "species": len(species), "images": totals,
+               "train_counts": {s.name: c for s, c in zip(species, counts["train"])},
+               "manifests": {s: f"{s}.parquet" for s in SPLITS}, "labels": "labels.csv"}
+    if ranges:
+        summary["ranges"] = ranges
+        summary["checklists"] = write_checklists(cfg.out, ranges, {s.name: s.taxon_id for s in species})
+    return summary
