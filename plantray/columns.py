@@ -34,3 +34,4 @@ RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, ERROR})
 # Parquet file metadata keys
 CARD_METADATA_KEY = b"plantray.model_card"
 PRECISION_METADATA_KEY = b"plantray.precision"  # what --precision auto resolved to on the actor's node
+MIN_CONFIDENCE_METADATA_KEY = b"plantray.min_confidence"  # --min-confidence of the run (0.0 = off)

@@ -28,7 +28,12 @@ import re
 import time
 from dataclasses import dataclass
 
-from plantray.commands.options import InferenceOptions, check_model_options, identifications
+from plantray.commands.options import (
+    InferenceOptions,
+    check_identification_options,
+    check_model_options,
+    identifications,
+)
 from plantray.commands.record import utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 
@@ -62,6 +67,7 @@ def validate(cfg: NightlyConfig) -> tuple:
     from plantray.storage import table as tbl
 
     check_model_options(cfg)
+    check_identification_options(cfg)
     check([(cfg.run_id is None or bool(_RUN_ID.match(cfg.run_id)),
             f"--run-id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (at most 128)"),
            (cfg.rows_per_file >= 1 and cfg.join_partitions >= 1, "--rows-per-file and --join-partitions must be >= 1"),
@@ -107,9 +113,11 @@ def _counts(cfg: NightlyConfig, run_id: str, attempt: str, input_rows: int, seco
 
     files = tbl.attempt_files(cfg.table, run_id, attempt)
     stats = summarize(tbl.attempt_dir(cfg.table, run_id, attempt), seconds) if files else {
-        "images": 0, "classified": 0, "failed": 0, "failures_by_reason": {}}
+        "images": 0, "classified": 0, "failed": 0, "failures_by_reason": {}, "by_rank": {}, "unknown": 0,
+        "min_confidence": str(cfg.min_confidence)}
     return {"input_rows": input_rows, "new": stats["images"], "classified": stats["classified"],
             "failed": stats["failed"], "failures_by_reason": stats["failures_by_reason"],
+            "by_rank": stats["by_rank"], "unknown": stats["unknown"], "min_confidence": stats["min_confidence"],
             "skipped_done": input_rows - stats["images"], "files": files}
 
 
@@ -193,6 +201,8 @@ def _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, coll
 
 def format_summary(summary: dict) -> str:
     """The closing lines printed by the CLI."""
+    from plantray.commands.classify import unknown_lines
+
     if summary["status"] == "noop":
         return f"run {summary['run_id']}: nothing to do (covered by log entry {summary['commit_seq']})"
     c = summary["counts"]
@@ -201,7 +211,7 @@ def format_summary(summary: dict) -> str:
              f"{c['failed']} failed) in {summary['timings']['classify_s']} s"]
     for reason, count in c["failures_by_reason"].items():
         lines.append(f"  failed: {count:>8}  {reason}")
-    return "\n".join(lines)
+    return "\n".join(lines + unknown_lines(c))
 
 
 CONFIG = NightlyConfig

@@ -48,6 +48,9 @@ class InferenceOptions(ModelOptions):
     rows_per_file: int = field(200_000, help="minimum rows per output Parquet file")
     rollup_threshold: float = field(0.0, help="below this top-1 confidence, report the genus/family whose "
                                     "summed probability clears it (0 = off)")
+    min_confidence: float = field(0.0, help="no name below this probability: roll up through genus and family "
+                                  "at max(T, --rollup-threshold); when no rank reaches T the row keeps its top-k "
+                                  "but scientificName/taxonRank are null (counted as unknown; 0 = off)")
 
 
 def check_model_options(cfg: ModelOptions) -> None:
@@ -64,6 +67,17 @@ def check_model_options(cfg: ModelOptions) -> None:
            (cfg.http_timeout > 0 and cfg.http_per_host >= 1, "--http-timeout must be > 0, --http-per-host >= 1")])
 
 
+def check_identification_options(cfg: InferenceOptions) -> None:
+    """Refuses out-of-range roll-up and minimum-confidence thresholds (classify, nightly) before any work.
+
+    Raises:
+        ConfigError: naming the flag and what is allowed.
+    """
+    check([(0.0 <= cfg.rollup_threshold < 1.0, f"--rollup-threshold {cfg.rollup_threshold} must be in [0, 1)"),
+           (0.0 <= cfg.min_confidence < 1.0, f"--min-confidence {cfg.min_confidence} must be in [0, 1): a "
+            "probability a name must reach (0 = off)")])
+
+
 def load_options(cfg: ModelOptions):
     """The loader's settings (:class:`plantray.images.loader.LoadOptions`) from the command's flags."""
     from plantray.images.loader import LoadOptions
@@ -77,4 +91,4 @@ def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str):
     from plantray.darwincore.identify import identify
 
     return identify(ds, artifact, plan, load_options(cfg), cfg.decode_batch_size, top_k=cfg.top_k,
-                    rollup_threshold=cfg.rollup_threshold, now_iso=now_iso)
+                    rollup_threshold=cfg.rollup_threshold, now_iso=now_iso, min_confidence=cfg.min_confidence)
