@@ -27,6 +27,11 @@ class SynthConfig(JobConfig):
     max_aspect: float = field(2.0, help="largest width/height ratio")
     imbalance: float = field(0.0, help="long-tail exponent: species k gets ~n*(k+1)^-imbalance train images")
     quality: int = field(90, help="JPEG quality (1..95)")
+    ood_noplant: int = field(12, help="images of no plant (noise, textures, geometric scenes) in the "
+                             "out-of-distribution set ood_noplant.parquet")
+    ood_species: int = field(2, help="species absent from the labels and every split, in the "
+                             "out-of-distribution set ood_species.parquet")
+    ood_per_species: int = field(4, help="images per species in ood_species.parquet")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,15 +53,28 @@ class SynthConfig(JobConfig):
              f"min_aspect={self.min_aspect} > max_aspect={self.max_aspect}: swap them"),
             (self.imbalance >= 0, f"imbalance={self.imbalance}: use 0 (balanced) or a positive exponent"),
             (1 <= self.quality <= 95, f"quality={self.quality}: use a JPEG quality in 1..95"),
+            *self._ood_checks(),
         ])
+
+    def _ood_checks(self) -> list[tuple[bool, str]]:
+        return [(self.ood_noplant >= 0, f"ood_noplant={self.ood_noplant}: use >= 0 (0 = no such set)"),
+                (0 <= self.ood_species <= MAX_SPECIES,
+                 f"ood_species={self.ood_species}: use 0..{MAX_SPECIES} (0 = no such set)"),
+                (self.ood_per_species >= 0, f"ood_per_species={self.ood_per_species}: use >= 0")]
 
 
 def synthesize(cfg: SynthConfig) -> dict:
-    """Writes the dataset to ``cfg.out`` and its run record; returns the generator's summary."""
+    """Writes the dataset to ``cfg.out`` and its run record; returns the generator's summary.
+
+    The summary's ``ood`` entry lists the out-of-distribution sets (:mod:`plantray.synth.ood`).
+    """
+    from plantray.synth.dataset import make_species
     from plantray.synth.dataset import synthesize as generate
+    from plantray.synth.ood import write_ood_sets
 
     started = utc_now()
     summary = generate(cfg)
+    summary["ood"] = write_ood_sets(cfg, make_species(cfg.species, cfg.seed))
     write_run_record(cfg.out, "synth", cfg, summary, started)
     return summary
 
