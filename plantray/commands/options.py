@@ -48,9 +48,10 @@ class InferenceOptions(ModelOptions):
     rows_per_file: int = field(200_000, help="minimum rows per output Parquet file")
     rollup_threshold: float = field(0.0, help="below this top-1 confidence, report the genus/family whose "
                                     "summed probability clears it (0 = off)")
-    min_confidence: float = field(0.0, help="no name below this probability: roll up through genus and family "
-                                  "at max(T, --rollup-threshold); when no rank reaches T the row keeps its top-k "
-                                  "but scientificName/taxonRank are null (counted as unknown; 0 = off)")
+    min_confidence: float = field(0.0, help="the probability a reported name must reach: roll up through genus "
+                                  "and family at the larger of this and --rollup-threshold; when no rank reaches it "
+                                  "the row keeps its top-k but scientificName/taxonRank are null (counted as "
+                                  "unknown; 0 = off)")
 
 
 def check_model_options(cfg: ModelOptions) -> None:

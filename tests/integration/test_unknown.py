@@ -21,7 +21,7 @@ import torch
 from plantray.commands import classify as classify_cmd
 from plantray.commands import nightly as nightly_cmd
 from plantray.commands.classify import ClassifyConfig, classify
-from plantray.commands.evaluate import EvaluateConfig, evaluate
+from plantray.commands.evaluate import EvaluateConfig, evaluate, validate_ood
 from plantray.commands.synth import SynthConfig, synthesize
 from plantray.config import ConfigError
 from plantray.images.presets import EvalPreset
@@ -213,3 +213,11 @@ def test_evaluate_ood_reports_auroc_and_fpr95(ray_session, tmp_path, synth_data)
     assert summary["results"][0]["images"]["scored"] == 12
     md = (out / "report.md").read_text()
     assert "## Known vs unknown (--ood)" in md and "FPR@95% TPR" in md and "noplant" in md
+
+
+@pytest.mark.parametrize("ood, message", [(["noplant"], "is not NAME=DATA"), (["a=x", "a=y"], "given twice"),
+                                          (["synth=x.parquet"], "also --test names")])
+def test_bad_ood_specs_are_refused(tmp_path, ood, message):
+    cfg = EvaluateConfig(model="m", test=["synth=t.parquet"], output=str(tmp_path / "o"), ood=ood)
+    with pytest.raises(ConfigError, match=message):
+        validate_ood(cfg)
