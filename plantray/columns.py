@@ -51,3 +51,4 @@ PRIOR = "prior"  # restrict / reweight (applied), "no location", "region not cov
 PRIOR_TOPK_NAMES = "prior_" + TOPK_NAMES  # evaluate: the ranking with the prior, beside the one without
 PRIOR_METADATA_KEY = b"plantray.prior"  # JSON: mode, floor, checklist, region column, countries, matches
 RESERVED_COLUMNS = RESERVED_COLUMNS | {PRIOR}
+MIN_CONFIDENCE_METADATA_KEY = b"plantray.min_confidence"  # --min-confidence of the run (0.0 = off)

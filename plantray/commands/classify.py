@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from plantray.commands.options import (
     InferenceOptions,
+    check_identification_options,
     check_model_options,
     identifications,
     location_prior,
@@ -48,8 +49,8 @@ def validate(cfg: ClassifyConfig):
     from plantray.sources import open_source
 
     check_model_options(cfg)
-    check([(cfg.rows_per_file >= 1, f"--rows-per-file {cfg.rows_per_file} must be >= 1"),
-           (0.0 <= cfg.rollup_threshold < 1.0, f"--rollup-threshold {cfg.rollup_threshold} must be in [0, 1)")])
+    check_identification_options(cfg)
+    check([(cfg.rows_per_file >= 1, f"--rows-per-file {cfg.rows_per_file} must be >= 1")])
     artifact = load_artifact(cfg.model)
     source = open_source(cfg.input)
     source.check()
@@ -100,7 +101,8 @@ def aggregate(cfg: ClassifyConfig) -> dict:
     """Writes the per-occurrence table next to OUTPUT (``<output>_occurrences``)."""
     from plantray.darwincore.occurrences import aggregate_occurrences
 
-    return aggregate_occurrences(cfg.output, cfg.output.rstrip("/") + "_occurrences", top_k=cfg.top_k)
+    return aggregate_occurrences(cfg.output, cfg.output.rstrip("/") + "_occurrences", top_k=cfg.top_k,
+                                 min_confidence=cfg.min_confidence)
 
 
 def format_summary(summary: dict) -> str:
@@ -113,7 +115,29 @@ def format_summary(summary: dict) -> str:
     for reason, count in summary.get("input_stats", {}).get("skipped", {}).items():
         lines.append(f"  skipped in input: {count:>8}  {reason}")
     lines += prior_lines(summary.get("prior"))
+    lines += unknown_lines(summary)
+    if "unknown" in summary.get("occurrences", {}):
+        lines.append(f"  occurrences unknown: {summary['occurrences']['unknown']:>8}  of "
+                     f"{summary['occurrences']['occurrences']} (combined top-1 below --min-confidence)")
     return "\n".join(lines)
+
+
+def unknown_lines(counts: dict) -> list[str]:
+    """The summary lines of rolled-up and withheld identifications (classify and nightly).
+
+    Args:
+        counts: with ``by_rank``, ``unknown`` and ``min_confidence`` (:func:`plantray.inference.outputs.summarize`).
+    Returns:
+        Nothing when every name is a species and no ``--min-confidence`` was set, else one or two lines.
+    """
+    ranks, unknown = counts.get("by_rank") or {}, counts.get("unknown") or 0
+    threshold = counts.get("min_confidence") or "0.0"
+    lines = []
+    if set(ranks) - {"species"}:
+        lines.append("  identified at rank: " + ", ".join(f"{r} {n}" for r, n in ranks.items()))
+    if unknown or threshold not in ("0.0", "0"):
+        lines.append(f"  unknown: {unknown:>8}  no species, genus or family reached --min-confidence {threshold}")
+    return lines
 
 
 CONFIG = ClassifyConfig

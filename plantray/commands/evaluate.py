@@ -22,6 +22,7 @@ from plantray.images.presets import TTA_MODES
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
+OOD_SCORE = "max softmax probability"
 
 
 @dataclass
@@ -39,6 +40,9 @@ class EvaluateConfig(ModelOptions):
     seed: int = field(0, help="seed of the random crops and of the bootstrap")
     bootstrap: int = field(1000, help="bootstrap replicates for the 95%% intervals (0 = off)")
     overwrite: bool = field(False, help="replace an OUTPUT that already holds data")
+    ood: list[str] = field([], help="out-of-distribution set as NAME=DATA (images of no plant, species the model "
+                           "never learned; labels ignored): reports how well the max softmax probability "
+                           "separates the test sets (known) from it: AUROC and FPR at 95%% TPR (repeatable)")
 
 
 def report_ks(top_k: int) -> list[int]:
@@ -50,18 +54,44 @@ def parse_tests(specs: list[str]) -> list[tuple[str, str]]:
     """``NAME=DATA`` strings -> (name, uri) pairs. Raises ConfigError for malformed or duplicate names."""
     if not specs:
         raise ConfigError("--test is required: give at least one NAME=DATA test set")
+    return parse_named(specs, "--test")
+
+
+def parse_named(specs: list[str], flag: str) -> list[tuple[str, str]]:
+    """``NAME=DATA`` strings of ``flag`` -> (name, uri) pairs.
+
+    Raises:
+        ConfigError: a malformed spec or a name given twice.
+    """
     pairs = []
     for spec in specs:
         name, sep, uri = spec.partition("=")
         name, uri = name.strip(), uri.strip()
         if not sep or not name or not uri or not re.fullmatch(r"[\w.\-]+", name):
-            raise ConfigError(f"--test {spec!r} is not NAME=DATA; e.g. --test flora=s3://bucket/flora.parquet "
+            raise ConfigError(f"{flag} {spec!r} is not NAME=DATA; e.g. {flag} flora=s3://bucket/flora.parquet "
                               "(NAME: letters, digits, '_', '-', '.')")
         pairs.append((name, uri))
     names = [n for n, _ in pairs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"--test names must be unique; {dupes} given twice: rename one (NAME=DATA)")
+        raise ConfigError(f"{flag} names must be unique; {dupes} given twice: rename one (NAME=DATA)")
+    return pairs
+
+
+def validate_ood(cfg: EvaluateConfig) -> list[tuple[str, str]]:
+    """The ``--ood`` sets as (name, uri), each input checked; their names may not repeat a ``--test`` name.
+
+    Raises:
+        ConfigError: a malformed or clashing spec, or an input that cannot be read.
+    """
+    from plantray.sources import open_source
+
+    pairs = parse_named(cfg.ood or [], "--ood")
+    clash = sorted({n for n, _ in pairs} & {n for n, _ in parse_named(cfg.test, "--test")})
+    if clash:
+        raise ConfigError(f"--ood names {clash} are also --test names: rename one (the report tells sets by name)")
+    for name, uri in pairs:
+        open_source(uri, flag=f"--ood {name}=").check()
     return pairs
 
 
@@ -132,10 +162,11 @@ def priors(cfg: EvaluateConfig, runs: list, tests: list) -> dict:
     return {r.label: location_prior(cfg, r.artifact.labels.names) for r in runs}
 
 
-def predictions(cfg: EvaluateConfig, run, tests: list, plan, prior=None):
-    """The lazy dataset of one model's per-image results over every test set (crop predictor)."""
+def predictions(cfg: EvaluateConfig, run, tests: list, plan, prior=None, ood_sets: list | None = None):
+    """The lazy dataset of one model's per-image results over every test set and ``--ood`` set (crop predictor)."""
     from plantray.columns import STATE_PROVINCE
     from plantray.evaluation.labelfilter import kept_rows
+    from plantray.evaluation.ood import ood_rows
     from plantray.images.crops import CropView
     from plantray.images.presets import EvalPreset
     from plantray.inference.pipeline import predict
@@ -143,7 +174,10 @@ def predictions(cfg: EvaluateConfig, run, tests: list, plan, prior=None):
 
     view = CropView(EvalPreset.from_dict(run.artifact.card["input"]), cfg.tta, cfg.seed)
     extra = (cfg.region_column, STATE_PROVINCE) if prior is not None else ()
-    return predict(kept_rows(tests, run.filters, extra), view, load_options(cfg), plan, cfg.decode_batch_size,
+    rows = kept_rows(tests, run.filters, extra)
+    if ood_sets:  # one pipeline: the OOD rows share the actors, a test_set column tells them apart
+        rows = rows.union(ood_rows(ood_sets, extra))
+    return predict(rows, view, load_options(cfg), plan, cfg.decode_batch_size,
                    predictor=CropPredictor, model_uri=run.uri, model_label=run.label, ks=tuple(report_ks(cfg.top_k)),
                    prior=prior)
 
@@ -182,12 +216,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         cfg: the job's settings.
     Returns:
         ``{"output", "tta", "ks", "min_train_images", "models", "tests", "results", "seconds"}`` where
-        ``results`` holds one entry per (model, test set).
+        ``results`` holds one entry per (model, test set); with ``--ood`` also ``ood_sets`` and ``ood``, one
+        entry per (model, OOD set) (:func:`plantray.evaluation.ood.score_ood`).
     Raises:
         ConfigError: bad flags, models or test sets, before any work starts.
     """
     from plantray import storage
     from plantray.cluster import ensure_ray
+    from plantray.evaluation.ood import score_ood
     from plantray.evaluation.prior import score_prior
     from plantray.evaluation.report import write_report
     from plantray.evaluation.score import score_run
@@ -196,6 +232,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
     runs, tests, ks = validate(cfg)
     run_priors = priors(cfg, runs, tests)
+    ood_sets = validate_ood(cfg)
     ensure_ray(cfg.dashboard)
     plan = plan_for_cluster(cfg, crops=n_crops(cfg.tta))
     log.info("evaluate plan: %s", plan)
@@ -203,16 +240,17 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.overwrite:
         storage.remove(cfg.output)
     start = time.perf_counter()
-    results, prior_results = [], []
+    results, prior_results, ood = [], [], []
     for i, run in enumerate(runs):
         out = storage.join(cfg.output, PREDICTIONS, f"model_{i}")
         fs, path = storage.arrow_fs(out)
-        predictions(cfg, run, tests, plan, run_priors.get(run.label)).write_parquet(path, filesystem=fs)
+        predictions(cfg, run, tests, plan, run_priors.get(run.label), ood_sets).write_parquet(path, filesystem=fs)
         entries = score_run(out, run, tests, ks, cfg.bootstrap, cfg.seed)
         score_calibration(out, run, entries)
         results += entries
         if run_priors:
             prior_results += score_prior(out, run.label, tests, ks)
+        ood += score_ood(out, run.label, [t.name for t in tests], ood_sets)
     summary = {"output": cfg.output, "tta": cfg.tta, "crops": n_crops(cfg.tta), "ks": ks,
                "min_train_images": cfg.min_train_images, "seed": cfg.seed, "bootstrap": cfg.bootstrap,
                "models": [{"label": r.label, "uri": r.uri, "name": r.artifact.card["name"],
@@ -222,6 +260,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                "seconds": round(time.perf_counter() - start, 2), "plan": plan.__dict__}
     if run_priors:
         summary["prior"] = {**next(iter(run_priors.values())).describe(), "results": prior_results}
+    if ood_sets:
+        summary.update(ood_sets=[{"name": n, "uri": u} for n, u in ood_sets], ood=ood)
     write_report(summary)
     write_run_record(cfg.output, "evaluate", cfg, summary, started)
     return summary
@@ -230,11 +270,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 def format_summary(summary: dict) -> str:
     """The Table 1 printed by the CLI, with where the full report is."""
     from plantray import storage
-    from plantray.evaluation.report import markdown_table, prior_table
+    from plantray.evaluation.report import markdown_table, ood_table, prior_table
 
     report = storage.join(summary["output"], "report.md")
     prior = f"\n\nWith and without the location prior (%):\n{prior_table(summary)}" if summary.get("prior") else ""
-    return f"{markdown_table(summary)}{prior}\n\nreport: {report} ({summary['seconds']} s)"
+    ood = ""
+    if summary.get("ood"):
+        ood = f"\n\nKnown (test sets) vs unknown (--ood), score: {OOD_SCORE}\n{ood_table(summary)}"
+    return f"{markdown_table(summary)}{prior}{ood}\n\nreport: {report} ({summary['seconds']} s)"
 
 
 CONFIG = EvaluateConfig

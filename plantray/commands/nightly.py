@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from plantray.commands.options import (
     InferenceOptions,
+    check_identification_options,
     check_model_options,
     identifications,
     location_prior,
@@ -69,6 +70,7 @@ def validate(cfg: NightlyConfig) -> tuple:
     from plantray.storage import table as tbl
 
     check_model_options(cfg)
+    check_identification_options(cfg)
     check([(cfg.run_id is None or bool(_RUN_ID.match(cfg.run_id)),
             f"--run-id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (at most 128)"),
            (cfg.rows_per_file >= 1 and cfg.join_partitions >= 1, "--rows-per-file and --join-partitions must be >= 1"),
@@ -114,9 +116,11 @@ def _counts(cfg: NightlyConfig, run_id: str, attempt: str, input_rows: int, seco
 
     files = tbl.attempt_files(cfg.table, run_id, attempt)
     stats = summarize(tbl.attempt_dir(cfg.table, run_id, attempt), seconds) if files else {
-        "images": 0, "classified": 0, "failed": 0, "failures_by_reason": {}}
+        "images": 0, "classified": 0, "failed": 0, "failures_by_reason": {}, "by_rank": {}, "unknown": 0,
+        "min_confidence": str(cfg.min_confidence)}
     return {"input_rows": input_rows, "new": stats["images"], "classified": stats["classified"],
             "failed": stats["failed"], "failures_by_reason": stats["failures_by_reason"],
+            "by_rank": stats["by_rank"], "unknown": stats["unknown"], "min_confidence": stats["min_confidence"],
             "skipped_done": input_rows - stats["images"], "files": files}
 
 
@@ -203,6 +207,8 @@ def _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, coll
 
 def format_summary(summary: dict) -> str:
     """The closing lines printed by the CLI."""
+    from plantray.commands.classify import unknown_lines
+
     if summary["status"] == "noop":
         return f"run {summary['run_id']}: nothing to do (covered by log entry {summary['commit_seq']})"
     c = summary["counts"]
@@ -212,7 +218,7 @@ def format_summary(summary: dict) -> str:
     for reason, count in c["failures_by_reason"].items():
         lines.append(f"  failed: {count:>8}  {reason}")
     lines += prior_lines(c.get("prior"))
-    return "\n".join(lines)
+    return "\n".join(lines + unknown_lines(c))
 
 
 CONFIG = NightlyConfig

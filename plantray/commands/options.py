@@ -64,6 +64,10 @@ class InferenceOptions(ModelOptions):
     rows_per_file: int = field(200_000, help="minimum rows per output Parquet file")
     rollup_threshold: float = field(0.0, help="below this top-1 confidence, report the genus/family whose "
                                     "summed probability clears it (0 = off)")
+    min_confidence: float = field(0.0, help="the probability a reported name must reach: roll up through genus "
+                                  "and family at the larger of this and --rollup-threshold; when no rank reaches it "
+                                  "the row keeps its top-k but scientificName/taxonRank are null (counted as "
+                                  "unknown; 0 = off)")
 
 
 def check_model_options(cfg: ModelOptions) -> None:
@@ -135,6 +139,17 @@ def prior_lines(summary: dict | None) -> list[str]:
             f"{summary['species_matched']}, unmatched {summary['species_unmatched']}"]
 
 
+def check_identification_options(cfg: InferenceOptions) -> None:
+    """Refuses out-of-range roll-up and minimum-confidence thresholds (classify, nightly) before any work.
+
+    Raises:
+        ConfigError: naming the flag and what is allowed.
+    """
+    check([(0.0 <= cfg.rollup_threshold < 1.0, f"--rollup-threshold {cfg.rollup_threshold} must be in [0, 1)"),
+           (0.0 <= cfg.min_confidence < 1.0, f"--min-confidence {cfg.min_confidence} must be in [0, 1): a "
+            "probability a name must reach (0 = off)")])
+
+
 def load_options(cfg: ModelOptions):
     """The loader's settings (:class:`plantray.images.loader.LoadOptions`) from the command's flags."""
     from plantray.images.loader import LoadOptions
@@ -148,4 +163,5 @@ def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str, pri
     from plantray.darwincore.identify import identify
 
     return identify(ds, artifact, plan, load_options(cfg), cfg.decode_batch_size, top_k=cfg.top_k,
-                    rollup_threshold=cfg.rollup_threshold, now_iso=now_iso, prior=prior)
+                    rollup_threshold=cfg.rollup_threshold, now_iso=now_iso, prior=prior,
+                    min_confidence=cfg.min_confidence)

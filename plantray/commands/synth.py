@@ -30,6 +30,11 @@ class SynthConfig(JobConfig):
     quality: int = field(90, help="JPEG quality (1..95)")
     countries: int = field(0, help=f"give each species a range among this many countries (0..{MAX_COUNTRIES}; "
                            "0 = off): countryCode on every image, checklist.csv and checklist-dwca.zip")
+    ood_noplant: int = field(12, help="images of no plant (noise, textures, geometric scenes) in the "
+                             "out-of-distribution set ood_noplant.parquet")
+    ood_species: int = field(2, help="species absent from the labels and every split, in the "
+                             "out-of-distribution set ood_species.parquet")
+    ood_per_species: int = field(4, help="images per species in ood_species.parquet")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,15 +57,28 @@ class SynthConfig(JobConfig):
             (self.imbalance >= 0, f"imbalance={self.imbalance}: use 0 (balanced) or a positive exponent"),
             (1 <= self.quality <= 95, f"quality={self.quality}: use a JPEG quality in 1..95"),
             (0 <= self.countries <= MAX_COUNTRIES, f"countries={self.countries}: use 0..{MAX_COUNTRIES}"),
+            *self._ood_checks(),
         ])
+
+    def _ood_checks(self) -> list[tuple[bool, str]]:
+        return [(self.ood_noplant >= 0, f"ood_noplant={self.ood_noplant}: use >= 0 (0 = no such set)"),
+                (0 <= self.ood_species <= MAX_SPECIES,
+                 f"ood_species={self.ood_species}: use 0..{MAX_SPECIES} (0 = no such set)"),
+                (self.ood_per_species >= 0, f"ood_per_species={self.ood_per_species}: use >= 0")]
 
 
 def synthesize(cfg: SynthConfig) -> dict:
-    """Writes the dataset to ``cfg.out`` and its run record; returns the generator's summary."""
+    """Writes the dataset to ``cfg.out`` and its run record; returns the generator's summary.
+
+    The summary's ``ood`` entry lists the out-of-distribution sets (:mod:`plantray.synth.ood`).
+    """
+    from plantray.synth.dataset import make_species
     from plantray.synth.dataset import synthesize as generate
+    from plantray.synth.ood import write_ood_sets
 
     started = utc_now()
     summary = generate(cfg)
+    summary["ood"] = write_ood_sets(cfg, make_species(cfg.species, cfg.seed))
     write_run_record(cfg.out, "synth", cfg, summary, started)
     return summary
 

@@ -14,7 +14,8 @@ from plantray.inference.planner import Plan
 
 
 def identify(ds: ray.data.Dataset, artifact, plan: Plan, load: LoadOptions, decode_batch_size: int, *,
-             top_k: int, rollup_threshold: float, now_iso: str, prior=None) -> ray.data.Dataset:
+             top_k: int, rollup_threshold: float, now_iso: str, prior=None,
+             min_confidence: float = 0.0) -> ray.data.Dataset:
     """Input rows -> one identification per row: the model's centre crop, ranked names, roll-up, terms.
 
     Args:
@@ -27,10 +28,12 @@ def identify(ds: ray.data.Dataset, artifact, plan: Plan, load: LoadOptions, deco
         rollup_threshold: below this top-1 probability, the genus or family that clears it.
         now_iso: the run's ``dateIdentified``.
         prior: a location prior (:class:`plantray.inference.prior.Prior`), or None.
+        min_confidence: below it at every rank, no name (an honest "unknown"; implies the roll-up at it).
     Returns:
         The lazy dataset of prediction rows.
     """
     view = EvalView(EvalPreset.from_dict(artifact.card["input"]))
     return predict(ds, view, load, plan, decode_batch_size, model_uri=artifact.uri, top_k=top_k,
-                   rollup_threshold=rollup_threshold, prior=prior,
-                   finish=functools.partial(add_terms, model_card=artifact.card, now_iso=now_iso))
+                   rollup_threshold=rollup_threshold, prior=prior, min_confidence=min_confidence,
+                   finish=functools.partial(add_terms, model_card=artifact.card, now_iso=now_iso,
+                                            min_confidence=min_confidence))

@@ -43,6 +43,24 @@ def identification_remarks(confidence: float, rank: str, model_name: str, model_
             f"(confidence {confidence:.3f}, rank {rank})")
 
 
+def unknown_remarks(confidence: float, min_confidence: float, model_name: str, model_version: str) -> str:
+    """Remarks of a row the model would not name: no rank reached ``--min-confidence``.
+
+    Args:
+        confidence: the best-supported name's probability at the coarsest rank the labels have.
+        min_confidence: the run's ``--min-confidence``.
+        model_name: e.g. "resnet50".
+        model_version: e.g. "v3".
+
+    Returns:
+        e.g. ``"machine identification by plantray resnet50 v3: unknown, no species, genus or family reached
+        --min-confidence 0.600 (best 0.412); see topk_scientificName"``.
+    """
+    return (f"machine identification by {_display_name(model_name)} {model_version}: unknown, no species, "
+            f"genus or family reached --min-confidence {min_confidence:.3f} (best {confidence:.3f}); "
+            "see topk_scientificName")
+
+
 def _display_name(model_name: str) -> str:
     # Cards name models "plantray-resnet50"; bare names ("resnet50") get the project prefix.
     return model_name if model_name.startswith("plantray") else f"plantray {model_name}"
@@ -66,18 +84,28 @@ def _model_terms(model_card: dict) -> tuple[str, str, str]:
     return str(model_card["name"]), str(model_card["version"]), str(sha)
 
 
-def dwc_columns(batch: dict[str, np.ndarray], model_card: dict, now_iso: str) -> dict[str, np.ndarray]:
+def _remarks(confidence: float, rank: str | None, name: str, version: str, min_confidence: float) -> str:
+    if rank is None:  # withheld by --min-confidence (plantray.inference.ranking.withhold)
+        return unknown_remarks(confidence, min_confidence, name, version)
+    return identification_remarks(confidence, str(rank), name, version)
+
+
+def dwc_columns(batch: dict[str, np.ndarray], model_card: dict, now_iso: str,
+                min_confidence: float = 0.0) -> dict[str, np.ndarray]:
     """Adds Darwin Core identification terms to a predictions batch.
 
     Rows with an ``error`` keep ``identificationID`` and ``identifiedBy`` (the attempt is identifiable) and
     get None for the other added terms. ``taxonRank`` is taken from the batch when the classifier already
-    rolled predictions up (see :func:`rollup`), else "species".
+    rolled predictions up (see :func:`rollup`), else "species". A row without error whose ``taxonRank``
+    is null was withheld by ``--min-confidence``: its remarks say so and its ``kingdom`` is null too (the
+    image may show no plant at all).
 
     Args:
         batch: columns ``image_uri``, ``scientificName``, ``confidence``, ``error`` (None/"" when fine),
             optionally ``taxonRank``.
         model_card: the model card (``name``, ``version``, ``weights.sha256``; see :mod:`plantray.model`).
         now_iso: ISO 8601 timestamp for ``dateIdentified`` (one per job, so a run is consistent).
+        min_confidence: the run's ``--min-confidence``, quoted in the remarks of withheld rows.
 
     Returns:
         The batch with the added columns (object arrays with None for nulls).
@@ -96,11 +124,11 @@ def dwc_columns(batch: dict[str, np.ndarray], model_card: dict, now_iso: str) ->
     out["identifiedBy"] = np.full(len(uris), by, dtype=object)
     out["dateIdentified"] = per_row(lambda i: now_iso)
     out["identificationRemarks"] = per_row(
-        lambda i: identification_remarks(float(batch["confidence"][i]), str(ranks[i]), name, version))
+        lambda i: _remarks(float(batch["confidence"][i]), ranks[i], name, version, min_confidence))
     out["identificationVerificationStatus"] = per_row(lambda i: "unverified")
     out["identificationType"] = per_row(lambda i: "media")
-    out["kingdom"] = per_row(lambda i: "Plantae")
-    out["taxonRank"] = per_row(lambda i: str(ranks[i]))
+    out["kingdom"] = per_row(lambda i: None if ranks[i] is None else "Plantae")
+    out["taxonRank"] = per_row(lambda i: None if ranks[i] is None else str(ranks[i]))
     return out
 
 
@@ -126,7 +154,7 @@ def prior_remarks(remarks: np.ndarray, status: list) -> np.ndarray:
                      for r, s in zip(remarks, status)], dtype=object)
 
 
-def add_terms(table: pa.Table, model_card: dict, now_iso: str) -> pa.Table:
+def add_terms(table: pa.Table, model_card: dict, now_iso: str, min_confidence: float = 0.0) -> pa.Table:
     """Appends the Darwin Core identification terms to a batch of predictions, ``error`` staying last.
 
     The model actors apply it to each output batch (``Predictor(finish=...)``), so the terms cost no
@@ -136,6 +164,7 @@ def add_terms(table: pa.Table, model_card: dict, now_iso: str) -> pa.Table:
         table: prediction rows with ``image_uri``, ``scientificName``, ``confidence``, ``taxonRank``, ``error``.
         model_card: the model's card.
         now_iso: the run's ``dateIdentified``.
+        min_confidence: the run's ``--min-confidence`` (quoted in withheld rows' remarks).
     Returns:
         The table with :data:`plantray.columns.DWC_TERMS` (``taxonRank`` replaced in place).
     """
@@ -143,7 +172,7 @@ def add_terms(table: pa.Table, model_card: dict, now_iso: str) -> pa.Table:
              for k in (col.IMAGE_URI, col.SCIENTIFIC_NAME, col.TAXON_RANK, col.ERROR)}
     batch[col.CONFIDENCE] = np.asarray([c if c is not None else np.nan
                                         for c in table.column(col.CONFIDENCE).to_pylist()])
-    terms = dwc_columns(batch, model_card, now_iso)
+    terms = dwc_columns(batch, model_card, now_iso, min_confidence)
     if col.PRIOR in table.column_names:
         terms["identificationRemarks"] = prior_remarks(terms["identificationRemarks"],
                                                        table.column(col.PRIOR).to_pylist())

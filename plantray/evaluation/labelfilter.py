@@ -56,11 +56,13 @@ _ROW_SCHEMA = pa.schema([("test_set", pa.string()), ("image_uri", pa.string()), 
                          ("family", pa.string())])
 
 
-def select_rows(table: pa.Table, test_name: str, kept: tuple, extra: tuple = ()) -> pa.Table:
-    """``map_batches``: the rows whose label passed the filter, in one schema so test sets can be unioned
-    (plus the ``extra`` columns, as strings: a location prior's region columns)."""
-    labels = table.column("scientificName").cast(pa.string())
-    table = table.filter(pc.fill_null(pc.is_in(labels, value_set=pa.array(kept, pa.string())), False))
+def select_rows(table: pa.Table, test_name: str, kept: tuple | None, extra: tuple = ()) -> pa.Table:
+    """``map_batches``: the rows whose label passed the filter (every row when ``kept`` is None: an
+    out-of-distribution set), in one schema so sets can be unioned (plus the ``extra`` columns, as
+    strings: a location prior's region columns)."""
+    if kept is not None:
+        labels = table.column("scientificName").cast(pa.string())
+        table = table.filter(pc.fill_null(pc.is_in(labels, value_set=pa.array(kept, pa.string())), False))
     n = table.num_rows
     schema = pa.schema([*_ROW_SCHEMA, *((c, pa.string()) for c in extra if c not in _ROW_SCHEMA.names)])
     arrays = [pa.array([test_name] * n, pa.string()) if f.name == "test_set"

@@ -171,6 +171,35 @@ def prior_section(summary: dict) -> list[str]:
             prior_table(summary), ""]
 
 
+def ood_table(summary: dict) -> str:
+    """Known versus unknown per (model, ``--ood`` set): AUROC and FPR at 95% TPR of the max softmax probability.
+
+    Args:
+        summary: the evaluation summary with ``ood`` entries (:func:`plantray.evaluation.ood.score_ood`).
+    Returns:
+        A Markdown table (AUROC: higher is better, 0.5 = chance; FPR@95% TPR: lower is better).
+    """
+    header = ["Model", "OOD set", "Known images", "Unknown images", "AUROC", "FPR@95% TPR", "Threshold at 95% TPR",
+              "Mean score known", "Mean score unknown"]
+    rows = [[e["model"], e["ood_set"], e["known_images"], e["unknown_images"], _num(e["auroc"]),
+             _num(e["fpr_at_95_tpr"]), _num(e["threshold_at_95_tpr"]), _num(e["known_mean_score"]),
+             _num(e["unknown_mean_score"])] for e in summary.get("ood", [])]
+    return "\n".join(_table(header, rows))
+
+
+def ood_section(summary: dict) -> list[str]:
+    """report.md's known-versus-unknown section (empty without ``--ood``)."""
+    if not summary.get("ood"):
+        return []
+    sets = "\n".join(f"- **{s['name']}**: `{s['uri']}`" for s in summary["ood_sets"])
+    return ["## Known vs unknown (--ood)",
+            "Score: the maximum softmax probability (top-1 of the crop-averaged softmax, calibrated when the model "
+            "has a temperature). Known: the scored images of every test set above, pooled; unknown: every readable "
+            "image of the OOD set. AUROC: the probability that a known image scores higher than an unknown one "
+            "(0.5 = chance). FPR@95% TPR: the fraction of unknown images at or above the threshold that keeps 95% "
+            "of the known ones (lower is better).", "", sets, "", ood_table(summary), ""]
+
+
 def markdown_report(summary: dict) -> str:
     """The whole report.md."""
     models = "\n".join(f"- **{m['label']}**: `{m['uri']}` ({m['name']} {m['version']}, sha256 {m['sha256'][:12]})"
@@ -186,6 +215,7 @@ def markdown_report(summary: dict) -> str:
         "## Images and labels", details_table(summary), "",
         "## Top-1 (%) per tag", tag_table(summary), "",
         *prior_section(summary),
+        *ood_section(summary),
         "![accuracy](accuracy.png)", "",
         "## Calibration", "NLL, expected calibration error (ECE: 15 equal-width bins of the top-1 confidence) "
         "and multi-class Brier score, from the raw softmax and with the model card's temperature "

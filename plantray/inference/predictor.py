@@ -18,7 +18,7 @@ import pyarrow as pa
 from plantray import columns as col
 from plantray.images.loader import stack_pixels
 from plantray.inference.prior import Prior, drop_zero_ranks
-from plantray.inference.ranking import rollup, top_k_indices
+from plantray.inference.ranking import rollup, top_k_indices, withhold
 from plantray.model.artifact import load_artifact
 from plantray.model.network import Network, softmax
 from plantray.model.precision import pick_device
@@ -43,13 +43,16 @@ class Predictor:
         threads: CPU threads for torch in this actor.
         crops: crops per image in ``_pixels`` (the loader's view); their softmax is averaged.
         rollup_threshold: below this top-1 probability, report the genus/family that clears it.
+        min_confidence: the probability a reported name must reach; below it at every rank the row keeps
+            its top-k but gets no name or rank (an honest "unknown"). Implies the roll-up at this threshold.
         finish: applied to each output batch (e.g. :func:`plantray.darwincore.terms.add_terms`).
         prior: a location prior (:class:`plantray.inference.prior.Prior`) applied before ranking.
     """
 
     def __init__(self, model_uri: str, top_k: int = 5, use_gpu: bool = False, precision: str = "fp32",
                  threads: int | None = None, crops: int = 1, rollup_threshold: float = 0.0,
-                 finish: Callable[[pa.Table], pa.Table] | None = None, prior: Prior | None = None):
+                 min_confidence: float = 0.0, finish: Callable[[pa.Table], pa.Table] | None = None,
+                 prior: Prior | None = None):
         self.artifact = load_artifact(model_uri)
         self.labels = self.artifact.labels
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
@@ -63,6 +66,8 @@ class Predictor:
         self.prior = prior
         if prior is not None:
             self.metadata.update(prior.metadata())
+        self.min_confidence = min_confidence  # the files' footers say which rows could become "unknown"
+        self.metadata[col.MIN_CONFIDENCE_METADATA_KEY] = str(min_confidence).encode()
 
     def __call__(self, table: pa.Table) -> pa.Table:
         size = self.net.preset.crop_size
@@ -123,7 +128,7 @@ class Predictor:
             cols[col.GENUS] = pa.array(scatter([self.labels.genus[i] for i in top1], rows, n), pa.string())
         if self.labels.has_family:
             cols[col.FAMILY] = pa.array(scatter([self.labels.family[i] for i in top1], rows, n), pa.string())
-        if self.rollup_threshold > 0:
+        if self.rollup_threshold > 0 or self.min_confidence > 0:
             cols.update(self._rollup_columns(probs, rows, n))
         card = self.artifact.card
         for key, value in ((col.MODEL_NAME, card["name"]), (col.MODEL_VERSION, card["version"]),
@@ -132,9 +137,15 @@ class Predictor:
         return cols
 
     def _rollup_columns(self, probs: np.ndarray, rows: np.ndarray, n: int) -> dict[str, pa.Array]:
-        """Names at the most specific rank whose probability clears the threshold (inference.ranking)."""
+        """Names at the most specific rank whose probability clears the threshold (inference.ranking).
+
+        The threshold is the larger of ``rollup_threshold`` and ``min_confidence``; rows whose reported
+        name is still below ``min_confidence`` get null name, rank, genus and family (:func:`withhold`).
+        """
         labels = self.labels
-        names, ranks, conf = rollup(probs, labels.genus, labels.family, self.rollup_threshold, species=labels.names)
+        threshold = max(self.rollup_threshold, self.min_confidence)
+        names, ranks, conf = rollup(probs, labels.genus, labels.family, threshold, species=labels.names)
+        names, ranks = withhold(names, ranks, conf, self.min_confidence)
         family_of = dict(zip(labels.genus, labels.family))
         genus = [nm if rk == "genus" else (nm.split()[0] if rk == "species" else None) for nm, rk in zip(names, ranks)]
         family = [family_of.get(g) if g else nm for g, nm in zip(genus, names)]

@@ -95,3 +95,23 @@ def rollup(probs: np.ndarray, genus: list[str | None], family: list[str | None],
             rank, level_names, level_conf = choice
             names[row], ranks[row], conf[row] = level_names[row], rank, float(level_conf[row])
     return names, ranks, conf
+
+
+def withhold(names: list[str], ranks: list[str], confidence: np.ndarray, min_confidence: float
+             ) -> tuple[list[str | None], list[str | None]]:
+    """An honest "unknown": drops the name and rank of every identification below ``min_confidence``.
+
+    Applied to :func:`rollup`'s output (rolled up at ``min_confidence`` or higher), a row is withheld
+    exactly when no rank -- species, genus or family -- reached ``min_confidence``. Its confidence (the
+    best-supported name's, at the coarsest rank) is kept by the caller so readers see how close it came.
+
+    Args:
+        names: reported names, per image.
+        ranks: their taxonRank.
+        confidence: their probabilities.
+        min_confidence: the probability a reported name must reach, in [0, 1).
+    Returns:
+        (names, ranks) with None where ``confidence < min_confidence``.
+    """
+    below = np.asarray(confidence) < min_confidence
+    return ([None if b else n for n, b in zip(names, below)], [None if b else r for r, b in zip(ranks, below)])
