@@ -31,6 +31,9 @@ DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificati
 # Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
 RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, ERROR})
 
+# Nightly table columns: the run and the chunk of it whose commit holds the row (plantray.storage.table)
+RUN_ID, RUN_CHUNK = "run_id", "run_chunk"
+
 # Parquet file metadata keys
 CARD_METADATA_KEY = b"plantray.model_card"
 PRECISION_METADATA_KEY = b"plantray.precision"  # what --precision auto resolved to on the actor's node
