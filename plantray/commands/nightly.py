@@ -238,6 +238,8 @@ def _run(cfg, artifact, ds, columns, snap, since, plan, run_id, attempt, collect
             done.append(committed)
             files += len(committed["files"])
     counts = _counts(ds.count(), [c for c in done if c.get("status", "committed") == "committed"])
+    counts["new_this_attempt"] = sum(c["rows"] for c in done if c.get("attempt") == attempt
+                                     and c.get("status") == "committed")
     versions = [c["version"] for c in done if c.get("status", "committed") == "committed"]
     status = "committed" if versions else "noop"
     if status == "noop" and snap.table is None:
@@ -250,6 +252,8 @@ def _run(cfg, artifact, ds, columns, snap, since, plan, run_id, attempt, collect
 def _run_chunk(cfg, artifact, part, snap, plan, run_id, attempt, chunk, chunks, columns, started,
                timings) -> dict | None:
     """Classifies, writes and commits one chunk. Returns its commit's metadata (None: nothing to commit)."""
+    import pyarrow as pa
+
     from plantray.inference.incremental import commit_chunk
     from plantray.inference.outputs import write_predictions
     from plantray.storage import table as tbl
@@ -263,7 +267,7 @@ def _run_chunk(cfg, artifact, part, snap, plan, run_id, attempt, chunk, chunks, 
     current = tbl.snapshot(cfg.table) if not files else None
     if not files and current.table is None:
         return None  # nothing to commit and no table to record progress in
-    schema = _file_schema(cfg, files) if files else current.table.schema()
+    schema = _file_schema(cfg, files) if files else pa.schema(current.table.schema().to_arrow())
     meta = {"run_id": run_id, "attempt": attempt, "chunk": chunk, "chunks": chunks, "model_uri": cfg.model,
             "model_sha256": artifact.sha256, "key": columns, "input": cfg.input, **stats}
     _before_commit({**meta, "files": files})

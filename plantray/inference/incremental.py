@@ -115,6 +115,8 @@ def commit_chunk(uri: str, planned: int, files: list[str], schema: pa.Schema, me
         if now is None:
             delta.create(uri, schema, {"operation": "create", "key": meta["key"]})
             continue
+        if delta.add_columns(now, schema):
+            continue
         if (done := now.transaction_version(run_id)) is not None and done >= chunk:
             return "noop", now.version()  # another invocation of this run id committed the chunk
         if others := _newcomers(uri, now, planned, run_id, meta["model_sha256"]):

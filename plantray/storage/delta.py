@@ -106,6 +106,27 @@ def create(uri: str, schema: pa.Schema, metadata: dict) -> bool:
     return True
 
 
+def add_columns(table, schema: pa.Schema) -> bool:
+    """Adds to the table the columns of ``schema`` it lacks (a Delta schema change of its own version), so
+    readers see them; rows of older files read them as null. Returns whether the table changed.
+
+    Needed when a night's input brings a new passthrough column, or after ``plantray table migrate``
+    (old files hold fewer columns than nightly writes now).
+    """
+    from deltalake import Schema
+    from deltalake.exceptions import DeltaError
+
+    have = set(pa.schema(table.schema().to_arrow()).names)
+    new = [f for f in Schema.from_arrow(schema).fields if f.name not in have]
+    if not new:
+        return False
+    try:
+        table.alter.add_columns(new)
+    except DeltaError:  # another writer changed the table first: the caller re-reads it and looks again
+        pass
+    return True
+
+
 def commit(table, uri: str, files: list[str], schema: pa.Schema, metadata: dict,
            txn: tuple[str, int] | None = None) -> int:
     """Appends ``files`` (relative to the table) as the version right after ``table``'s, or not at all.

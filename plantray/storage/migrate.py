@@ -17,8 +17,7 @@ import pyarrow.parquet as pq
 
 from plantray import storage
 from plantray.columns import RUN_CHUNK
-from plantray.storage import delta
-from plantray.storage import legacylog
+from plantray.storage import delta, legacylog
 
 
 def _schema(table_uri: str, entries: list[dict]) -> pa.Schema:

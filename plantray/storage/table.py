@@ -212,13 +212,19 @@ def _commit_ms(commit: dict) -> int:
     return commit["timestamp_ms"]
 
 
-def read_files(table_uri: str, files: list[str], columns: list[str] | None = None) -> ray.data.Dataset | None:
-    """The rows of some data files (URIs or paths relative to the table); None when there are none."""
+def read_files(table_uri: str, files: list[str], columns: list[str] | None = None,
+               schema: pa.Schema | None = None) -> ray.data.Dataset | None:
+    """The rows of some data files (URIs or paths relative to the table); None when there are none.
+
+    Args:
+        schema: the schema to read them as (files lacking a column read it as null, as Delta readers do).
+    """
     if not files:
         return None
     uris = [f if "://" in f or f.startswith("/") else storage.join(table_uri, f) for f in files]
     fs = storage.arrow_fs(uris[0])[0]
-    return ray.data.read_parquet([storage.arrow_fs(u)[1] for u in uris], filesystem=fs, columns=columns)
+    kwargs = {"schema": schema} if schema is not None else {}
+    return ray.data.read_parquet([storage.arrow_fs(u)[1] for u in uris], filesystem=fs, columns=columns, **kwargs)
 
 
 def read_rows(snap: Snapshot, columns: list[str] | None = None) -> ray.data.Dataset | None:
@@ -227,7 +233,10 @@ def read_rows(snap: Snapshot, columns: list[str] | None = None) -> ray.data.Data
     if snap.table is None:
         return None
     wanted = None if columns is None else list(dict.fromkeys([*columns, RUN_ID, RUN_CHUNK]))
-    ds = read_files(snap.uri, snap.table.file_uris(), wanted)
+    schema = pa.schema(snap.table.schema().to_arrow())
+    if wanted is not None:
+        schema = pa.schema([schema.field(c) for c in wanted if c in schema.names])
+    ds = read_files(snap.uri, snap.table.file_uris(), wanted, schema)
     if ds is None:
         return None
     return ds.map_batches(_add_commit, fn_args=(commit_of(snap),), batch_format="pyarrow", zero_copy_batch=True)
