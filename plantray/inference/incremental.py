@@ -88,7 +88,7 @@ def _overlap(uri: str, staged: list[str], theirs: list[str], columns: list[str],
 
 def _newcomers(uri: str, now, since_version: int, run_id: str, sha: str) -> list[dict]:
     """Chunk commits of other runs with the same model after ``since_version``."""
-    recent = delta.commits_after(now, since_version)
+    recent = delta.commits_after(now, uri, since_version)
     return [c for c in recent if c.get("run_id") not in (None, run_id) and c.get("model_sha256") == sha]
 
 

@@ -161,31 +161,43 @@ def _meta(metadata: dict) -> dict:
     return {META + k: v for k, v in metadata.items()}
 
 
-def commits(table) -> list[dict]:
-    """plantray's metadata of every commit still in the log, oldest first: each ``{"version",
-    "timestamp_ms", "operation", ...plantray keys without the prefix}``."""
-    return _rows(table.history())
+def commits(table, uri: str) -> list[dict]:
+    """plantray's metadata of every commit of ``table``'s snapshot still in the log, oldest first: each
+    ``{"version", "timestamp_ms", "operation", ...plantray keys without the prefix}``.
+
+    Read from the ``_delta_log/<version>.json`` entries through plantray's storage layer (one small read
+    per version) rather than ``DeltaTable.history()``, whose S3 listing hung against S3-compatible
+    servers (moto) in tests.
+    """
+    fs, path = storage.get_fs(storage.join(uri, DELTA_LOG))
+    fs.invalidate_cache(path)
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    versions = sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+    return [c for v in versions if v <= table.version() and (c := _commit(uri, v)) is not None]
 
 
-def _rows(history: list[dict]) -> list[dict]:
-    out = []
-    for info in history:
-        row = {k[len(META):]: v for k, v in info.items() if k.startswith(META)}
-        out.append({**row, "version": info["version"], "timestamp_ms": info.get("timestamp"),
-                    "operation": info.get("operation")})
-    return sorted(out, key=lambda c: c["version"])
-
-
-def commits_after(table, version: int) -> list[dict]:
+def commits_after(table, uri: str, version: int) -> list[dict]:
     """:func:`commits` of the versions after ``version`` only (reads just those log entries)."""
-    newer = table.version() - version
-    if newer <= 0:
-        return []
-    return [c for c in _rows(table.history(limit=newer)) if c["version"] > version]
+    return [c for v in range(version + 1, table.version() + 1) if (c := _commit(uri, v)) is not None]
+
+
+def _actions(uri: str, version: int) -> list[dict] | None:
+    try:
+        data = storage.read_bytes(storage.join(uri, DELTA_LOG, f"{version:020d}.json"))
+    except FileNotFoundError:  # cleaned up after a checkpoint (delta.logRetentionDuration)
+        return None
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
+def _commit(uri: str, version: int) -> dict | None:
+    actions = _actions(uri, version)
+    if actions is None:
+        return None
+    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+    row = {k[len(META):]: v for k, v in info.items() if k.startswith(META)}
+    return {**row, "version": version, "timestamp_ms": info.get("timestamp"), "operation": info.get("operation")}
 
 
 def added_files(uri: str, version: int) -> list[str]:
     """The files commit ``version`` added, relative to the table (read from its ``_delta_log`` entry)."""
-    data = storage.read_bytes(storage.join(uri, DELTA_LOG, f"{version:020d}.json"))
-    actions = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
-    return [a["add"]["path"] for a in actions if "add" in a]
+    return [a["add"]["path"] for a in _actions(uri, version) or [] if "add" in a]

@@ -99,7 +99,7 @@ class Snapshot:
     def commits(self) -> list[dict]:
         """plantray's metadata of every commit still in the log (read once, on first use)."""
         if self._commits is None:
-            self._commits = delta.commits(self.table) if self.table is not None else []
+            self._commits = delta.commits(self.table, self.uri) if self.table is not None else []
         return self._commits
 
     def key(self) -> list[str] | None:
@@ -212,33 +212,25 @@ def _commit_ms(commit: dict) -> int:
     return commit["timestamp_ms"]
 
 
-def read_files(table_uri: str, files: list[str], columns: list[str] | None = None,
-               schema: pa.Schema | None = None) -> ray.data.Dataset | None:
-    """The rows of some data files (URIs or paths relative to the table); None when there are none.
-
-    Args:
-        schema: the schema to read them as (files lacking a column read it as null, as Delta readers do).
-    """
+def read_files(table_uri: str, files: list[str], columns: list[str] | None = None) -> ray.data.Dataset | None:
+    """The rows of some data files (paths relative to the table); None when there are none."""
     if not files:
         return None
-    uris = [f if "://" in f or f.startswith("/") else storage.join(table_uri, f) for f in files]
+    uris = [storage.join(table_uri, f) for f in files]
     fs = storage.arrow_fs(uris[0])[0]
-    kwargs = {"schema": schema} if schema is not None else {}
-    return ray.data.read_parquet([storage.arrow_fs(u)[1] for u in uris], filesystem=fs, columns=columns, **kwargs)
+    return ray.data.read_parquet([storage.arrow_fs(u)[1] for u in uris], filesystem=fs, columns=columns)
 
 
 def read_rows(snap: Snapshot, columns: list[str] | None = None) -> ray.data.Dataset | None:
     """Every row of the snapshot, with ``commit_seq`` and ``_committed_ms`` of the commit holding it
     (-1 for commits whose log entry was cleaned up). None when the table holds no files."""
-    if snap.table is None:
+    if snap.table is None or not snap.table.file_uris():
         return None
     wanted = None if columns is None else list(dict.fromkeys([*columns, RUN_ID, RUN_CHUNK]))
-    schema = pa.schema(snap.table.schema().to_arrow())
-    if wanted is not None:
-        schema = pa.schema([schema.field(c) for c in wanted if c in schema.names])
-    ds = read_files(snap.uri, snap.table.file_uris(), wanted, schema)
-    if ds is None:
-        return None
+    # Ray's Delta reader: the snapshot's files read with the table's schema (older files lacking a
+    # column, e.g. migrated ones without run_chunk, read it as null).
+    ds = ray.data.read_delta(delta.table_uri(snap.uri), version=snap.version,
+                             storage_options=delta.storage_options(snap.uri) or None, columns=wanted)
     return ds.map_batches(_add_commit, fn_args=(commit_of(snap),), batch_format="pyarrow", zero_copy_batch=True)
 
 

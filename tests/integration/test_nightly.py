@@ -190,7 +190,7 @@ def test_racing_commits_only_one_wins(tmp_path, where, request):
     assert sorted(results.values(), key=str) == [1, "conflict"]
     winner = next(r for r, v in results.items() if v == 1)
     now = DeltaTable(delta.table_uri(table), storage_options=opts)
-    assert now.version() == 1 and now.history(limit=1)[0]["plantray.run_id"] == winner
+    assert now.version() == 1
     assert now.transaction_version(winner) == 0 and now.transaction_version({"a": "b", "b": "a"}[winner]) is None
     with pytest.raises(delta.VersionTaken):  # planned against version 0 again: refused
         delta.commit(DeltaTable(delta.table_uri(table), version=0, storage_options=opts), table, [rel], t.schema,

@@ -31,8 +31,20 @@ def _sha(model_dir: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _manifest(root, n: int) -> tuple[str, list[str]]:
-    uris = [str(root / "imgs" / f"{i}.jpg") for i in range(n)]
+def _chunk(uri: str, chunks: int) -> int:
+    """The chunk nightly puts ``uri`` in, recomputed here: BLAKE2b-64 (little endian) modulo the chunk count."""
+    return int.from_bytes(hashlib.blake2b(uri.encode(), digest_size=8).digest(), "little") % chunks
+
+
+def _manifest(root, n: int, per_chunk: int = 0) -> tuple[str, list[str]]:
+    """n images and a manifest of them; with ``per_chunk``, names picked so that each of the
+    ceil(n / per_chunk) chunks holds at most ``per_chunk`` (so none is empty)."""
+    uris, i, chunks = [], 0, -(-n // per_chunk) if per_chunk else 1
+    while len(uris) < n:
+        uri = str(root / "imgs" / f"{i}.jpg")
+        if not per_chunk or sum(_chunk(u, chunks) == _chunk(uri, chunks) for u in uris) < per_chunk:
+            uris.append(uri)
+        i += 1
     for i, uri in enumerate(uris):
         write(uri, jpeg_bytes(40 + i, 36, seed=i))
     path = str(root / "in.parquet")
@@ -48,7 +60,7 @@ def _rows(table: str, version: int | None = None) -> list[tuple]:
 
 def test_optimize_and_vacuum(ray_session, tmp_path, model, capsys):
     table = str(tmp_path / "t")
-    inp, uris = _manifest(tmp_path, 5)
+    inp, uris = _manifest(tmp_path, 5, per_chunk=2)
     s = nightly(NightlyConfig(model=model, input=inp, table=table, run_id="r1", commit_every=2,
                               decode_batch_size=4))
     assert s["chunks"] == 3 and s["versions"] == [1, 2, 3] and s["counts"]["new"] == 5  # ceil(5 / 2) chunks
