@@ -1,7 +1,8 @@
 """Ray job: ``ray job submit --working-dir . -- python jobs/nightly.py --model M --input I --table T``.
 
 Schedule it nightly (cron, Airflow, ...): the default run id is ``nightly-<UTC date>``, so a retried
-submission after a crash finishes that night's work exactly once.
+submission after a crash continues after the last committed chunk (``--commit-every`` rows each) and
+finishes that night's work exactly once.
 """
 
 import sys

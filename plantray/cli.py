@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "the paper's external-test protocol: ten-crop Top-1/Top-5 per test set (Table 1)"),
     "calibrate": ("calibrate", "fit a temperature on a validation set (calibrated confidences) into the model card"),
     "nightly": ("nightly", "incremental re-classification into a predictions table, committed atomically"),
+    "table": ("table", "maintain nightly's Delta table: optimize (compact), vacuum (delete old files), migrate"),
     "export dwca": ("export", "export predictions as a Darwin Core Archive (Identification History)"),
     "quickstart": ("quickstart", "synthesise, train, evaluate and classify end to end on embedded defaults"),
 }

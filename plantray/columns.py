@@ -39,6 +39,8 @@ UNCALIBRATED_CONFIDENCE = "uncalibrated_confidence"
 UNCALIBRATED_TRUE_PROBABILITY, UNCALIBRATED_BRIER = "uncalibrated_true_probability", "uncalibrated_brier"
 # Columns of calibrate's rows (never written: streamed to the driver's temperature fit)
 LABEL_INDEX, LOGITS = "label_index", "logits"
+# Nightly table columns: the run and the chunk of it whose commit holds the row (plantray.storage.table)
+RUN_ID, RUN_CHUNK = "run_id", "run_chunk"
 
 # Parquet file metadata keys
 CARD_METADATA_KEY = b"plantray.model_card"

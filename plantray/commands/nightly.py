@@ -1,9 +1,10 @@
-"""``plantray nightly``: classify only what the current model has not predicted yet, commit atomically.
+"""``plantray nightly``: classify only what the current model has not predicted yet, commit chunk by chunk.
 
 Each run reads the input (e.g. the newest GBIF download), removes with a distributed left-anti join the
-images already predicted by this model, classifies the rest with the classify pipeline (decode tasks ->
-model actors), writes them as one attempt of the table (``plantray.table``) and commits that attempt with
-one exclusive log create.
+images already predicted by this model, splits the rest into chunks of about ``--commit-every`` rows (by a
+stable hash of the key, :mod:`plantray.inference.chunks`), and for each chunk classifies it with the
+classify pipeline (decode tasks -> model actors), writes its Parquet files into the Delta table's
+directory and commits them as one Delta version (``plantray.storage.table``).
 
 Semantics:
 
@@ -12,12 +13,20 @@ Semantics:
   are retried by the next run; ``--no-retry-failed`` counts them as done). A new model re-classifies all.
 - ``--full`` re-classifies every input row. ``--since DATE`` re-classifies rows whose committed prediction
   (for this model) was committed before DATE (commit time, UTC), e.g. after fixing a decoding bug.
-- **Run id** (default ``nightly-YYYY-MM-DD``, UTC): a run id already in the log makes the run a no-op, so a
-  cron retry after a crash finishes the night's work once.
-- **Races**: the run plans against log entry ``n`` and commits ``n+1``. If another run committed first, this
-  run re-reads the log: when the newcomers share no key with its rows it commits on the next number; when
-  they cover all its rows it ends as a no-op; otherwise it raises :class:`~plantray.table.CommitConflict`
-  (exit ≠ 0, nothing committed, the next run picks up the rest). Keys are never committed twice.
+- **Run id** (default ``nightly-YYYY-MM-DD``, UTC): a run id whose run completed (its manifest
+  ``TABLE/_runs/<run_id>/_plantray_run.json`` exists) makes the run a no-op, so a cron retry finishes the
+  night's work once.
+- **Chunks and resume**: each chunk commits exactly once, with the Delta application transaction
+  ``(run_id, chunk)``. Re-running a run id after a crash skips its committed chunks (its rows are done
+  whatever ``--full``/``--since`` say), splits the rest as its first invocation did, and continues: a crash
+  loses at most the chunk in flight.
+- **Races**: a chunk commits the version after the newest one it saw, never a blind append. Before that
+  it checks the chunks other runs of the same model committed since this run planned: when they share no
+  key with the chunk it commits; when they cover all its rows the chunk is a no-op; otherwise it raises
+  :class:`~plantray.storage.table.CommitConflict` (exit ≠ 0, that chunk not committed, the next run picks
+  up the rest). When another writer takes the version first it checks again. Keys are never committed twice.
+- **Versions**: the manifest lists the Delta versions the run committed; ``DeltaTable(TABLE,
+  version=summary["commit_seq"])`` is the table as that night left it.
 """
 
 from __future__ import annotations
@@ -57,6 +66,9 @@ class NightlyConfig(InferenceOptions):
     retry_failed: bool = field(True, help="re-try rows committed with an error")
     join_partitions: int = field(16, help="hash partitions of the already-done join")
     stale_hours: float = field(24.0, help="uncommitted attempts older than this are deleted at the next run")
+    commit_every: int | None = field(None, help="rows per chunk: each chunk is classified and committed as its "
+                                     "own table version, so a crash loses at most one chunk (default: "
+                                     "plantray.inference.chunks.DEFAULT_COMMIT_EVERY, 100000)")
 
 
 def validate(cfg: NightlyConfig) -> tuple:
@@ -74,7 +86,8 @@ def validate(cfg: NightlyConfig) -> tuple:
     check([(cfg.run_id is None or bool(_RUN_ID.match(cfg.run_id)),
             f"--run-id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (at most 128)"),
            (cfg.rows_per_file >= 1 and cfg.join_partitions >= 1, "--rows-per-file and --join-partitions must be >= 1"),
-           (cfg.stale_hours >= 0, f"--stale-hours {cfg.stale_hours} must be >= 0")])
+           (cfg.stale_hours >= 0, f"--stale-hours {cfg.stale_hours} must be >= 0"),
+           (cfg.commit_every is None or cfg.commit_every >= 1, f"--commit-every {cfg.commit_every} must be >= 1")])
     since = None
     if cfg.since:
         try:
@@ -84,6 +97,7 @@ def validate(cfg: NightlyConfig) -> tuple:
                               "2024-05-01T12:00:00Z") from None
         since = since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)
     tbl.check_location(cfg.table)
+    tbl.check_layout(cfg.table)
     artifact = load_artifact(cfg.model)
     source = open_source(cfg.input)
     source.check()
@@ -97,47 +111,88 @@ def key_columns(source) -> list[str]:
     return [GBIF_ID, IMAGE_URI] if GBIF_ID in source.columns() else [IMAGE_URI]
 
 
-def _with_run_id(batch, run_id: str):
+def _with_run(batch, run_id: str, chunk: int):
     import pyarrow as pa
 
+    from plantray.columns import RUN_CHUNK, RUN_ID
     from plantray.storage.table import KEY
 
-    return batch.drop_columns([KEY]).append_column("run_id", pa.array([run_id] * batch.num_rows, pa.string()))
+    n = batch.num_rows
+    return (batch.drop_columns([KEY]).append_column(RUN_ID, pa.array([run_id] * n, pa.string()))
+            .append_column(RUN_CHUNK, pa.array([chunk] * n, pa.int32())))
 
 
 def _before_commit(entry: dict) -> None:
-    """Seam for fault-injection tests (a run dying between writing its files and committing them)."""
+    """Seam for fault-injection tests (a run dying between writing a chunk's files and committing them)."""
 
 
-def _counts(cfg: NightlyConfig, run_id: str, attempt: str, input_rows: int, seconds: float) -> dict:
-    """Rows written by this attempt (scanning only the ``error`` column) and rows skipped as done."""
+def _chunk_stats(cfg: NightlyConfig, run_id: str, attempt: str, chunk: int, seconds: float) -> tuple[list, dict]:
+    """A chunk's files and its rows, classified and failed by reason (scanning only the ``error`` column)."""
     from plantray.inference.outputs import summarize
     from plantray.storage import table as tbl
 
-    files = tbl.attempt_files(cfg.table, run_id, attempt)
-    stats = summarize(tbl.attempt_dir(cfg.table, run_id, attempt), seconds) if files else {
-        "images": 0, "classified": 0, "failed": 0, "failures_by_reason": {}, "by_rank": {}, "unknown": 0,
-        "min_confidence": str(cfg.min_confidence)}
-    return {"input_rows": input_rows, "new": stats["images"], "classified": stats["classified"],
-            "failed": stats["failed"], "failures_by_reason": stats["failures_by_reason"],
-            "by_rank": stats["by_rank"], "unknown": stats["unknown"], "min_confidence": stats["min_confidence"],
-            "skipped_done": input_rows - stats["images"], "files": files}
+    files = tbl.chunk_files(cfg.table, run_id, attempt, chunk)
+    stats = summarize(tbl.attempt_dir(cfg.table, run_id, attempt, chunk), seconds) if files else {
+        "images": 0, "classified": 0, "failed": 0, "failures_by_reason": {}, "by_rank": {}, "unknown": 0}
+    return files, {"rows": stats["images"], "failed": stats["failed"],
+                   "failures_by_reason": stats["failures_by_reason"], "by_rank": stats["by_rank"],
+                   "unknown": stats["unknown"]}
 
 
-def _manifest(cfg: NightlyConfig, artifact, run_id: str, attempt: str, counts: dict, committed: dict | None,
-              status: str, timings: dict, collected: list[str], started: str) -> dict:
+def _file_schema(cfg: NightlyConfig, files: list[str]):
+    import pyarrow.parquet as pq
+
+    from plantray import storage
+
+    fs, path = storage.get_fs(storage.join(cfg.table, files[0]))
+    with fs.open(path, "rb") as f:
+        return pq.read_schema(f).remove_metadata()
+
+
+def _counts(input_rows: int, chunk_commits: list[dict]) -> dict:
+    """The run's counts over every chunk it committed (this invocation and any before a crash)."""
+    import collections
+
+    reasons: collections.Counter = collections.Counter()
+    for c in chunk_commits:
+        reasons.update(c.get("failures_by_reason") or {})
+    ranks: collections.Counter = collections.Counter()
+    for c in chunk_commits:
+        ranks.update(c.get("by_rank") or {})
+    new = sum(c["rows"] for c in chunk_commits)
+    failed = sum(c["failed"] for c in chunk_commits)
+    return {"input_rows": input_rows, "new": new, "classified": new - failed, "failed": failed,
+            "failures_by_reason": dict(reasons.most_common()), "by_rank": dict(ranks.most_common()),
+            "unknown": sum(c.get("unknown") or 0 for c in chunk_commits), "skipped_done": input_rows - new}
+
+
+def _manifest(cfg: NightlyConfig, artifact, run_id: str, attempt: str, counts: dict, versions: list[int],
+              status: str, timings: dict, collected: list[str], started: str, chunks: int, files: int,
+              resumed: int) -> dict:
     from plantray import storage
     from plantray.storage import table as tbl
 
-    files = counts.pop("files")
     summary = {"run_id": run_id, "status": status, "attempt": attempt,
-               "commit_seq": committed["seq"] if committed else None,
+               "commit_seq": versions[-1] if versions else None, "versions": versions, "chunks": chunks,
+               "commit_every": cfg.commit_every, "resumed_after_chunks": resumed,
                "model": {"uri": cfg.model, "sha256": artifact.sha256, "name": artifact.card["name"],
                          "version": artifact.card["version"]},
-               "input": cfg.input, "table": cfg.table, "counts": counts, "files": len(files),
+               "input": cfg.input, "table": cfg.table, "counts": counts, "files": files,
                "timings": {k: round(v, 2) for k, v in timings.items()}, "garbage_collected": collected}
     write_run_record(storage.join(cfg.table, tbl.RUNS, run_id), "nightly", cfg, summary, started)
     return summary
+
+
+def _completed(cfg: NightlyConfig, run_id: str) -> dict | None:
+    """The summary of ``run_id`` if a run with that id completed (its manifest exists)."""
+    import json
+
+    from plantray import storage
+    from plantray.commands.record import RUN_RECORD
+    from plantray.storage import table as tbl
+
+    uri = storage.join(cfg.table, tbl.RUNS, run_id, RUN_RECORD)
+    return json.loads(storage.read_bytes(uri))["summary"] if storage.exists(uri) else None
 
 
 def nightly(cfg: NightlyConfig) -> dict:
@@ -145,7 +200,7 @@ def nightly(cfg: NightlyConfig) -> dict:
 
     Raises:
         ConfigError: bad model, input, table or flags, before any work starts.
-        CommitConflict: a concurrent run committed part of this run's images first (nothing committed).
+        CommitConflict: a concurrent run committed part of a chunk's images first (that chunk not committed).
     """
     from plantray.cluster import ensure_ray
     from plantray.columns import RESERVED_COLUMNS
@@ -155,54 +210,96 @@ def nightly(cfg: NightlyConfig) -> dict:
     artifact, source, since = validate(cfg)
     geo = location_prior(cfg, artifact.labels.names, source.columns())
     run_id = cfg.run_id or "nightly-" + dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    if (prior := _completed(cfg, run_id)) is not None:
+        log.info("run %s already completed (table version %s): nothing to do", run_id, prior["commit_seq"])
+        return {"run_id": run_id, "status": "noop", "commit_seq": prior["commit_seq"], "table": cfg.table}
     ensure_ray(cfg.dashboard)
-    entries = tbl.read_log(cfg.table)
-    if (prior := tbl.find_run(entries, run_id)) is not None:
-        log.info("run %s already committed as log entry %d: nothing to do", run_id, prior["seq"])
-        return {"run_id": run_id, "status": "noop", "commit_seq": prior["seq"], "table": cfg.table}
+    snap = tbl.snapshot(cfg.table)
     ds, _ = source.dataset(reserved=RESERVED_COLUMNS)
     columns = key_columns(source)
-    if entries and entries[-1]["key"] != columns:
-        raise ConfigError(f"table {cfg.table!r} is keyed by {entries[-1]['key']} but input {cfg.input!r} gives "
+    if (key := snap.key()) is not None and key != columns:
+        raise ConfigError(f"table {cfg.table!r} is keyed by {key} but input {cfg.input!r} gives "
                           f"{columns}; use an input with the same identifier columns or a new --table")
     plan = plan_for_cluster(cfg)
-    collected = tbl.collect_garbage(cfg.table, entries, cfg.stale_hours * 3600)
+    collected = tbl.collect_garbage(cfg.table, snap, cfg.stale_hours * 3600)
     attempt = tbl.begin_attempt(cfg.table, run_id)
     try:
-        return _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, collected, geo)
+        summary = _run(cfg, artifact, ds, columns, snap, since, plan, run_id, attempt, collected, geo)
     except Exception:
-        # A failure we see (unlike a crash) cleans up now; GC covers the crashes.
-        tbl.end_attempt(cfg.table, run_id, attempt, keep_data=bool(tbl.find_run(tbl.read_log(cfg.table), run_id)))
+        # A failure we see (unlike a crash) cleans up now; GC covers the crashes. Committed chunks stay.
+        tbl.end_attempt(cfg.table, run_id, attempt, tbl.committed_chunks(tbl.snapshot(cfg.table), run_id, attempt))
         raise
+    tbl.end_attempt(cfg.table, run_id, attempt, set(summary.pop("_chunks", ())))
+    return summary
 
 
-def _run(cfg, artifact, ds, columns, entries, since, plan, run_id, attempt, collected, geo=None) -> dict:
-    from plantray.inference.incremental import commit_attempt, done_entries, todo
+def _run(cfg, artifact, ds, columns, snap, since, plan, run_id, attempt, collected, geo=None) -> dict:
+    from plantray.inference.chunks import DEFAULT_COMMIT_EVERY, add_chunks, chunk_count, chunk_rows
+    from plantray.inference.incremental import todo
+    from plantray.storage import table as tbl
+
+    timings, start, started = {"classify_s": 0.0, "commit_s": 0.0}, time.perf_counter(), utc_now()
+    rows = todo(ds, snap, columns, artifact.sha256, run_id, cfg.full, since, cfg.retry_failed, cfg.join_partitions)
+    prior = snap.run_commits(run_id)  # chunks this run committed before a crash
+    # A resumed run splits its rows exactly as its first invocation did (recorded in its first commit).
+    chunks = prior[0]["chunks"] if prior else chunk_count(rows.count(), cfg.commit_every or DEFAULT_COMMIT_EVERY)
+    resumed = snap.chunks_done(run_id)
+    rows = add_chunks(rows, columns, chunks).materialize()
+    timings["plan_s"] = time.perf_counter() - start
+    done, files = list(prior), 0
+    for chunk in range(resumed, chunks):
+        committed = _run_chunk(cfg, artifact, chunk_rows(rows, chunk), snap, plan, run_id, attempt, chunk,
+                               chunks, columns, started, timings, geo)
+        if committed is not None:
+            done.append(committed)
+            files += len(committed["files"])
+    counts = _counts(ds.count(), [c for c in done if c.get("status", "committed") == "committed"])
+    counts["min_confidence"] = str(cfg.min_confidence)
+    if geo is not None and files:  # the location prior's counts over this attempt's chunks
+        counts["prior"] = prior_summary(geo, tbl.attempt_dir(cfg.table, run_id, attempt))
+    counts["new_this_attempt"] = sum(c["rows"] for c in done if c.get("attempt") == attempt
+                                     and c.get("status") == "committed")
+    versions = [c["version"] for c in done if c.get("status", "committed") == "committed"]
+    status = "committed" if versions else "noop"
+    if status == "noop" and snap.table is None:
+        return {"run_id": run_id, "status": "noop", "commit_seq": None, "table": cfg.table, "_chunks": []}
+    summary = _manifest(cfg, artifact, run_id, attempt, counts, versions, status, timings, collected, started,
+                        chunks, files, resumed)
+    return {**summary, "_chunks": [c["chunk"] for c in done if c.get("attempt") == attempt]}
+
+
+def _run_chunk(cfg, artifact, part, snap, plan, run_id, attempt, chunk, chunks, columns, started,
+               timings, geo=None) -> dict | None:
+    """Classifies, writes and commits one chunk. Returns its commit's metadata (None: nothing to commit)."""
+    import pyarrow as pa
+
+    from plantray.inference.incremental import commit_chunk
     from plantray.inference.outputs import write_predictions
     from plantray.storage import table as tbl
 
-    timings, start, started = {}, time.perf_counter(), utc_now()
-    done = done_entries(entries, artifact.sha256, cfg.full, since)
-    rows = todo(ds, cfg.table, columns, done, cfg.retry_failed, cfg.join_partitions)
-    preds = identifications(rows, cfg, artifact, plan, started, geo)
-    preds = preds.map_batches(_with_run_id, fn_args=(run_id,), batch_format="pyarrow", zero_copy_batch=True)
-    write_predictions(preds, tbl.attempt_dir(cfg.table, run_id, attempt), cfg.rows_per_file)
-    timings["classify_s"] = time.perf_counter() - start
-    counts = _counts(cfg, run_id, attempt, ds.count(), timings["classify_s"])
-    if geo is not None and counts["files"]:  # the location prior's counts
-        counts["prior"] = prior_summary(geo, tbl.attempt_dir(cfg.table, run_id, attempt))
-    entry = {"run_id": run_id, "attempt": attempt, "model_uri": cfg.model, "model_sha256": artifact.sha256,
-             "key": columns, "files": counts["files"], "rows": counts["new"], "failed": counts["failed"],
-             "input": cfg.input}
-    _before_commit(entry)
     start = time.perf_counter()
-    status, committed = commit_attempt(cfg.table, entry, entries, cfg.join_partitions)
-    timings["commit_s"] = time.perf_counter() - start
-    tbl.end_attempt(cfg.table, run_id, attempt, keep_data=status == "committed")
+    preds = identifications(part, cfg, artifact, plan, started, geo)
+    preds = preds.map_batches(_with_run, fn_args=(run_id, chunk), batch_format="pyarrow", zero_copy_batch=True)
+    write_predictions(preds, tbl.attempt_dir(cfg.table, run_id, attempt, chunk), cfg.rows_per_file)
+    files, stats = _chunk_stats(cfg, run_id, attempt, chunk, time.perf_counter() - start)
+    timings["classify_s"] += time.perf_counter() - start
+    current = tbl.snapshot(cfg.table) if not files else None
+    if not files and current.table is None:
+        return None  # nothing to commit and no table to record progress in
+    schema = _file_schema(cfg, files) if files else pa.schema(current.table.schema().to_arrow())
+    meta = {"run_id": run_id, "attempt": attempt, "chunk": chunk, "chunks": chunks, "model_uri": cfg.model,
+            "model_sha256": artifact.sha256, "key": columns, "input": cfg.input, **stats}
+    _before_commit({**meta, "files": files})
+    start = time.perf_counter()
+    status, version = commit_chunk(cfg.table, snap.version, files, schema, meta, cfg.join_partitions)
+    timings["commit_s"] += time.perf_counter() - start
     if status == "noop":
-        log.info("run %s: its images were committed by run %s meanwhile", run_id, committed["run_id"])
-        return {"run_id": run_id, "status": "noop", "commit_seq": committed["seq"], "table": cfg.table}
-    return _manifest(cfg, artifact, run_id, attempt, counts, committed, status, timings, collected, started)
+        log.info("run %s chunk %d: its images were committed meanwhile (version %d)", run_id, chunk, version)
+    return {**meta, "files": files, "version": version, "status": status}
+
+
+def _span(versions: list[int]) -> str:
+    return f"{versions[0]}-{versions[-1]}" if len(versions) > 1 else str(versions[0]) if versions else "(none)"
 
 
 def format_summary(summary: dict) -> str:
@@ -210,9 +307,9 @@ def format_summary(summary: dict) -> str:
     from plantray.commands.classify import unknown_lines
 
     if summary["status"] == "noop":
-        return f"run {summary['run_id']}: nothing to do (covered by log entry {summary['commit_seq']})"
+        return f"run {summary['run_id']}: nothing to do (covered by table version {summary['commit_seq']})"
     c = summary["counts"]
-    lines = [f"run {summary['run_id']}: committed log entry {summary['commit_seq']} to {summary['table']}: "
+    lines = [f"run {summary['run_id']}: committed table versions {_span(summary['versions'])} to {summary['table']}: "
              f"{c['new']} new of {c['input_rows']} input rows ({c['skipped_done']} already done, "
              f"{c['failed']} failed) in {summary['timings']['classify_s']} s"]
     for reason, count in c["failures_by_reason"].items():

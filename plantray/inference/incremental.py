@@ -1,9 +1,10 @@
-"""Incremental classification into the predictions table: what is already done, and committing an attempt.
+"""Incremental classification into the predictions table: what is already done, and committing a chunk.
 
-The predictions table (:mod:`plantray.storage.table`) records which rows each committed run wrote. A
-nightly run classifies only the input rows whose key the current model has not committed yet (a
-distributed left-anti join, nothing collected on the driver), then commits its files with one exclusive
-log create, re-checking against runs that committed meanwhile.
+The predictions table (:mod:`plantray.storage.table`) is a Delta table whose rows carry the model's
+weights SHA-256 and the run and chunk that committed them. A nightly run classifies only the input rows
+whose key the current model has not committed yet (a distributed left-anti join, nothing collected on the
+driver), then commits chunk by chunk, each chunk's files as one Delta version, re-checking against runs
+that committed meanwhile.
 """
 
 from __future__ import annotations
@@ -11,93 +12,124 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
-from plantray.columns import ERROR
+from plantray.columns import ERROR, MODEL_SHA256, RUN_ID
+from plantray.storage import delta
 from plantray.storage import table as tbl
 
-_COMMIT_TRIES = 3
+_COMMIT_TRIES = 5
 
 
-def _committed_at(entry: dict) -> dt.datetime:
-    return dt.datetime.fromisoformat(entry["committed_at"].replace("Z", "+00:00"))
-
-
-def done_entries(entries: list[dict], sha: str, full: bool, since: dt.datetime | None) -> list[dict]:
-    """The committed entries whose rows count as already predicted by the model with weights ``sha``."""
+def _done_keys(batch: pa.Table, columns: list[str], sha: str, run_id: str, full: bool, since_ms: int | None,
+               retry_failed: bool) -> pa.Table:
+    # This run's own committed rows (a resumed run) are done whatever the flags: each chunk commits once.
+    mine = pc.equal(batch.column(RUN_ID), run_id)
     if full:
-        return []
-    return [e for e in entries if e["model_sha256"] == sha and (since is None or _committed_at(e) >= since)]
-
-
-def _done_keys(batch: pa.Table, columns: list[str], retry_failed: bool) -> pa.Table:
-    if retry_failed:
-        batch = batch.filter(batch.column(ERROR).is_null())
+        keep = mine
+    else:
+        same = pc.equal(batch.column(MODEL_SHA256), sha)
+        if since_ms is not None:
+            same = pc.and_(same, pc.greater_equal(batch.column(tbl.COMMITTED_AT), since_ms))
+        if retry_failed:
+            same = pc.and_(same, pc.is_null(batch.column(ERROR)))
+        keep = pc.or_(mine, same)
+    batch = batch.filter(pc.fill_null(keep, False))
     return pa.table({tbl.KEY: tbl.key_array(batch, columns)})
 
 
-def todo(ds: ray.data.Dataset, table: str, columns: list[str], done: list[dict], retry_failed: bool = True,
-         join_partitions: int = 16) -> ray.data.Dataset:
-    """Input rows (with ``_key``) not yet predicted: a distributed left-anti join, nothing collected.
+def todo(ds: ray.data.Dataset, snap: tbl.Snapshot, columns: list[str], sha: str, run_id: str, full: bool = False,
+         since: dt.datetime | None = None, retry_failed: bool = True, join_partitions: int = 16) -> ray.data.Dataset:
+    """Input rows (with ``_key``) not yet predicted: a distributed left-anti join, materialised.
 
     Args:
         ds: the input rows.
-        table: the predictions table.
+        snap: the table version the run plans against.
         columns: the key columns.
-        done: the committed entries whose rows count as done (:func:`done_entries`).
+        sha: the model's weights SHA-256: rows committed by another model are not done.
+        run_id: rows this run already committed (before a crash) are done.
+        full: only this run's own rows are done.
+        since: rows committed before this time are not done.
         retry_failed: rows committed with an error are not done.
         join_partitions: hash partitions of the join.
     """
     ds = ds.map_batches(lambda b: b.append_column(tbl.KEY, tbl.key_array(b, columns)), batch_format="pyarrow",
                         zero_copy_batch=True)
-    keys = tbl.read_entries(table, done, columns=[*columns, ERROR])
+    keys = tbl.read_rows(snap, columns=[*columns, ERROR, MODEL_SHA256])
     if keys is None:
-        return ds
-    keys = keys.map_batches(_done_keys, fn_args=(columns, retry_failed), batch_format="pyarrow")
+        return ds.materialize()
+    since_ms = int(since.timestamp() * 1000) if since is not None else None
+    keys = keys.map_batches(_done_keys, fn_args=(columns, sha, run_id, full, since_ms, retry_failed),
+                            batch_format="pyarrow")
     # Materialised (in the object store, spilling to disk; metadata only, no pixels) before the model stage:
     # the join's shuffle tasks take a whole CPU each and, streamed into the actor pool, could wait forever
-    # for CPUs the model actors hold.
+    # for CPUs the model actors hold. Each chunk then filters this one result.
     return ds.join(keys, "left_anti", num_partitions=join_partitions, on=(tbl.KEY,)).materialize()
 
 
-def _overlap(table: str, staged: list[str], newcomers: list[dict], columns: list[str],
+def _keys(batch: pa.Table, columns: list[str]) -> pa.Table:
+    return pa.table({tbl.KEY: tbl.key_array(batch, columns)})
+
+
+def _overlap(uri: str, staged: list[str], theirs: list[str], columns: list[str],
              join_partitions: int) -> tuple[int, int]:
-    """(rows of this attempt, of which keys also in ``newcomers`` with the same model), by a semi-join."""
-    mine = tbl.read_entries(table, [{"seq": 0, "files": staged}], columns=columns)
+    """(rows of the staged files, of which keys also in ``theirs`` files), by a distributed semi-join."""
+    mine = tbl.read_files(uri, staged, columns=columns)
     if mine is None:
         return 0, 0
-    mine = mine.map_batches(lambda b: pa.table({tbl.KEY: tbl.key_array(b, columns)}), batch_format="pyarrow")
-    theirs = tbl.read_entries(table, newcomers, columns=columns)
-    if theirs is None:
+    mine = mine.map_batches(_keys, fn_args=(columns,), batch_format="pyarrow")
+    other = tbl.read_files(uri, theirs, columns=columns)
+    if other is None:
         return mine.count(), 0
-    theirs = theirs.map_batches(lambda b: pa.table({tbl.KEY: tbl.key_array(b, columns)}), batch_format="pyarrow")
-    both = mine.join(theirs, "left_semi", num_partitions=join_partitions, on=(tbl.KEY,))
-    return mine.count(), both.count()
+    other = other.map_batches(_keys, fn_args=(columns,), batch_format="pyarrow")
+    return mine.count(), mine.join(other, "left_semi", num_partitions=join_partitions, on=(tbl.KEY,)).count()
 
 
-def commit_attempt(table: str, entry: dict, planned: list[dict], join_partitions: int = 16) -> tuple[str, dict | None]:
-    """Commits ``entry`` after the log ``planned`` against, re-checking on races.
+def _newcomers(uri: str, now, since_version: int, run_id: str, sha: str) -> list[dict]:
+    """Chunk commits of other runs with the same model after ``since_version``."""
+    recent = delta.commits_after(now, uri, since_version)
+    return [c for c in recent if c.get("run_id") not in (None, run_id) and c.get("model_sha256") == sha]
 
+
+def commit_chunk(uri: str, planned: int, files: list[str], schema: pa.Schema, meta: dict,
+                 join_partitions: int = 16) -> tuple[str, int]:
+    """Commits one chunk's files as the next table version, exactly once, checking for races.
+
+    Args:
+        uri: the table.
+        planned: the version the run computed its to-do rows against (-1: no table yet).
+        files: the chunk's data files, relative to the table.
+        schema: their schema (creates the table when it does not exist yet).
+        meta: the commit's metadata: ``run_id``, ``chunk``, ``model_sha256``, ``key``, counts.
+        join_partitions: hash partitions of the overlap check.
     Returns:
-        ("committed", entry) or ("noop", the entry that already covers this run).
+        ("committed", version) or ("noop", version that already covers the chunk).
     Raises:
-        CommitConflict: another run committed some (not all) of this run's keys first.
+        CommitConflict: another run committed some (not all) of this chunk's keys first; nothing of the
+            chunk was committed.
     """
-    seen = planned
+    run_id, chunk = meta["run_id"], meta["chunk"]
     for _ in range(_COMMIT_TRIES):
+        now = delta.open_table(uri)
+        if now is None:
+            delta.create(uri, schema, {"operation": "create", "key": meta["key"]})
+            continue
+        if delta.add_columns(now, schema):
+            continue
+        if (done := now.transaction_version(run_id)) is not None and done >= chunk:
+            return "noop", now.version()  # another invocation of this run id committed the chunk
+        if others := _newcomers(uri, now, planned, run_id, meta["model_sha256"]):
+            theirs = [f for c in others for f in delta.added_files(uri, c["version"])]
+            rows, shared = _overlap(uri, files, theirs, meta["key"], join_partitions)
+            if rows and shared == rows:
+                return "noop", others[-1]["version"]
+            if shared:
+                raise tbl.CommitConflict(f"runs {sorted({c['run_id'] for c in others})} committed {shared} of "
+                                         f"the {rows} images of chunk {chunk} of run {run_id} first; that chunk "
+                                         "was not committed, run again to classify the rest")
         try:
-            return "committed", tbl.commit(table, tbl.next_seq(seen), entry)
-        except tbl.CommitConflict:
-            now = tbl.read_log(table)
-        if (mine := tbl.find_run(now, entry["run_id"])) is not None:
-            return "noop", mine
-        newcomers = [e for e in now[len(seen):] if e["model_sha256"] == entry["model_sha256"]]
-        rows, shared = _overlap(table, entry["files"], newcomers, entry["key"], join_partitions)
-        if rows and shared == rows:
-            return "noop", newcomers[-1]
-        if shared:
-            raise tbl.CommitConflict(f"runs {[e['run_id'] for e in newcomers]} committed {shared} of the "
-                                     f"{rows} images of run {entry['run_id']} first; nothing was committed, "
-                                     "run again to classify the rest")
-        seen = now
-    raise tbl.CommitConflict(f"run {entry['run_id']}: the log kept moving; nothing was committed, run again")
+            return "committed", delta.commit(now, uri, files, schema, meta, txn=(run_id, chunk))
+        except delta.VersionTaken:
+            continue
+    raise tbl.CommitConflict(f"run {run_id}: the table kept moving; chunk {chunk} was not committed, run again")

@@ -1,56 +1,59 @@
-"""The committed predictions table: data files made visible only by an append-only commit log.
+"""The committed predictions table: a Delta Lake table (delta-rs), written by Ray and committed by the driver.
 
 Layout (local directory or ``s3://`` prefix)::
 
-    TABLE/_log/00000000000000000001.json   commit entries: run id, model sha256, key, data files, counts
-    TABLE/data/<run_id>/<attempt>/*.parquet data files written by Ray's ``write_parquet``
-    TABLE/_staging/<run_id>/<attempt>.json  marker of an attempt in progress (for garbage collection)
-    TABLE/_runs/<run_id>.json              run manifest (nightly.py)
+    TABLE/_delta_log/<version>.json                      Delta's log: version 0 creates the table, then one
+                                                         version per committed chunk of a nightly run
+    TABLE/data/<run_id>/<attempt>/<chunk>/*.parquet      data files written by Ray's ``write_parquet``
+    TABLE/_staging/<run_id>/<attempt>.json               marker of an attempt in progress (garbage collection)
+    TABLE/_runs/<run_id>/_plantray_run.json              run manifest (nightly.py): counts, versions committed
 
 Why this works:
 
-- **Atomic**: the committed state is exactly the files named by the log entries. A run writes its data
-  files first, then publishes them with ONE exclusive create of the next log entry (local: a complete temp
-  file hard-linked into place, ``link`` fails if the name exists; S3: ``PutObject`` with ``If-None-Match: *``,
-  a conditional write AWS S3 and moto honour). A run that dies before that create leaves only unreferenced
-  files that no reader looks at; a half-written entry can never be seen.
-- **No double commit**: two runs racing for the same sequence number cannot both create it; the loser
-  learns who won and decides (see ``plantray.nightly``) to retry on the next number, end as a no-op, or fail.
-- **Idempotent**: an entry records its run id; a run id already in the log is never committed again.
-- **Readers** call :func:`committed_files` (pyarrow, DuckDB, Spark can read that list) or :func:`latest`
-  (a Ray Dataset with one row per image: the newest committed prediction, whatever the model).
-- **Garbage**: attempts that never committed are removed by :func:`collect_garbage` once their staging
-  marker is older than a grace period (a run still in progress elsewhere must not lose its files).
+- **Atomic**: a reader (deltalake, Spark, DuckDB, Polars, ``ray.data.read_delta``) sees exactly the files
+  the log adds. A chunk's files become visible with ONE exclusive create of the next ``_delta_log`` entry
+  (local: delta-rs's atomic create; S3: ``PutObject`` with ``If-None-Match: *``). Files of a run that died
+  before its commit are referenced by no version; ``_``-prefixed directories are ignored by Delta readers.
+- **No double commit**: a commit names the version it planned against and is refused when another writer
+  created it first (:func:`plantray.storage.delta.commit`); plantray then decides (no-op, retry, conflict).
+- **Idempotent**: each chunk's commit carries the application transaction ``(run_id, chunk)`` (Delta's
+  ``txn`` action): ``DeltaTable.transaction_version(run_id)`` is the last chunk a run committed.
+- **Per row**: ``run_id`` and ``run_chunk`` name the commit holding a row, so its commit version and time
+  survive ``optimize`` (which rewrites files) and ``--since`` and :func:`latest` can use them.
+- **Garbage**: attempts' uncommitted files are removed by :func:`collect_garbage` once their staging marker
+  is older than a grace period; ``plantray table vacuum`` removes files no version references any more.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 import uuid
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
 from plantray import storage
+from plantray.columns import RUN_CHUNK, RUN_ID
 from plantray.config import ConfigError
+from plantray.storage import delta
+from plantray.storage.legacylog import (  # noqa: F401 (the old layout: migrate and refusal)
+    LOG,
+    CommitConflict,
+    create_exclusive,
+    find_run,
+    next_seq,
+    read_log,
+    utc_now,
+)
 
-LOG, DATA, STAGING, RUNS = "_log", "data", "_staging", "_runs"
+DATA, STAGING, RUNS = "data", "_staging", "_runs"
 KEY = "_key"  # one string key per row, built from the table's key columns (never stored)
-SEQ = "commit_seq"
+SEQ = "commit_seq"  # the Delta version that committed a row (added by readers, never stored)
+COMMITTED_AT = "_committed_ms"  # its commit time, ms since the epoch (added by readers, never stored)
 _KEY_SEPARATOR = "\x1f"
-
-
-class CommitConflict(RuntimeError):
-    """Another run committed the log entry this run wanted; nothing of this run was committed."""
-
-
-def utc_now() -> str:
-    """The current UTC time as ``YYYY-MM-DDTHH:MM:SSZ``."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def check_location(table_uri: str) -> None:
@@ -64,96 +67,74 @@ def check_location(table_uri: str) -> None:
                           "(conditional writes); put the table there")
 
 
-def _entry_name(seq: int) -> str:
-    return f"{seq:020d}.json"
+def is_old_layout(table_uri: str) -> bool:
+    """Whether ``table_uri`` is a table of the old ``_log/`` layout not yet migrated to Delta."""
+    return storage.exists(storage.join(table_uri, LOG)) and not delta.is_delta(table_uri)
 
 
-def read_log(table_uri: str) -> list[dict]:
-    """Every committed entry, in sequence order (the log holds one small JSON per run, never data)."""
-    fs, path = storage.get_fs(storage.join(table_uri, LOG))
-    fs.invalidate_cache(path)  # s3fs caches listings: another run may have committed since
+def check_layout(table_uri: str) -> None:
+    """Refuses a table in the old ``_log/`` layout.
+
+    Raises:
+        ConfigError: naming ``plantray table migrate``.
+    """
+    if is_old_layout(table_uri):
+        raise ConfigError(f"table {table_uri!r} is in the old _log/ layout; convert it to Delta Lake first with "
+                          f"`plantray table migrate --table {table_uri}`")
+
+
+@dataclass
+class Snapshot:
+    """One version of the table and what plantray recorded in its commits."""
+
+    uri: str
+    table: object | None  # deltalake.DeltaTable, None when the table does not exist yet
+    _commits: list[dict] | None = field(default=None, repr=False)
+
+    @property
+    def version(self) -> int:
+        """The Delta version (-1: no table yet)."""
+        return self.table.version() if self.table is not None else -1
+
+    def commits(self) -> list[dict]:
+        """plantray's metadata of every commit still in the log (read once, on first use)."""
+        if self._commits is None:
+            self._commits = delta.commits(self.table, self.uri) if self.table is not None else []
+        return self._commits
+
+    def key(self) -> list[str] | None:
+        """The table's key columns, as its commits recorded them."""
+        return next((c["key"] for c in self.commits() if c.get("key")), None)
+
+    def run_commits(self, run_id: str) -> list[dict]:
+        """The chunk commits of ``run_id``, oldest first."""
+        return [c for c in self.commits() if c.get("run_id") == run_id and "chunk" in c]
+
+    def chunks_done(self, run_id: str) -> int:
+        """How many chunks ``run_id`` committed (its ``txn`` version + 1)."""
+        version = self.table.transaction_version(run_id) if self.table is not None else None
+        return 0 if version is None else version + 1
+
+
+def snapshot(table_uri: str, version: int | None = None) -> Snapshot:
+    """The table at ``version`` (default: newest)."""
+    return Snapshot(table_uri, delta.open_table(table_uri, version))
+
+
+def attempt_dir(table_uri: str, run_id: str, attempt: str, chunk: int | None = None) -> str:
+    """Where an attempt (or one chunk of it) writes its data files (invisible until committed)."""
+    base = storage.join(table_uri, DATA, run_id, attempt)
+    return base if chunk is None else storage.join(base, f"{chunk:06d}")
+
+
+def chunk_files(table_uri: str, run_id: str, attempt: str, chunk: int) -> list[str]:
+    """A chunk's data files (``.parquet``), relative to the table (what its commit adds)."""
+    fs, path = storage.get_fs(attempt_dir(table_uri, run_id, attempt, chunk))
+    fs.invalidate_cache(path)
     if not fs.exists(path):
         return []
-    names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".json"))
-    entries = []
-    for name in names:
-        with fs.open(name, "rb") as f:
-            entries.append(json.loads(f.read()))
-    return sorted(entries, key=lambda e: e["seq"])
-
-
-def next_seq(entries: list[dict]) -> int:
-    """The sequence number the next commit must create."""
-    return entries[-1]["seq"] + 1 if entries else 1
-
-
-def find_run(entries: list[dict], run_id: str) -> dict | None:
-    """The committed entry of ``run_id``, if any."""
-    return next((e for e in entries if e["run_id"] == run_id), None)
-
-
-def create_exclusive(uri: str, data: bytes) -> bool:
-    """Creates object ``uri`` holding ``data`` only if nothing exists there yet, atomically.
-
-    Returns:
-        True if this call created it, False if it already existed (someone else won).
-    """
-    if storage.scheme(uri) == "file":
-        path = os.path.abspath(uri)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)  # fails if the name exists; readers only ever see the complete file
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-    return _s3_create_exclusive(uri, data)
-
-
-def _s3_create_exclusive(uri: str, data: bytes) -> bool:
-    from botocore.exceptions import ClientError
-
-    fs, path = storage.get_fs(uri)
-    bucket, key = path.split("/", 1)
-    try:
-        fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-    except FileExistsError:  # s3fs's translation of 412 PreconditionFailed: the key exists
-        return False
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-            return False
-        raise
-    fs.invalidate_cache(storage.dirname(path))
-    return True
-
-
-def commit(table_uri: str, seq: int, entry: dict) -> dict:
-    """Publishes ``entry`` as log entry ``seq``.
-
-    Args:
-        table_uri: the table.
-        seq: the number to create; the caller computed it from the log it planned against.
-        entry: run_id, model_sha256, key, files (relative to the table), counts.
-    Returns:
-        The entry as committed (with ``seq`` and ``committed_at``).
-    Raises:
-        CommitConflict: entry ``seq`` already exists (another run committed first).
-    """
-    entry = {**entry, "seq": seq, "committed_at": utc_now()}
-    if not create_exclusive(storage.join(table_uri, LOG, _entry_name(seq)), json.dumps(entry, indent=2).encode()):
-        raise CommitConflict(f"log entry {seq} of {table_uri} was committed by another run")
-    return entry
-
-
-def attempt_dir(table_uri: str, run_id: str, attempt: str) -> str:
-    """Where an attempt writes its data files (invisible until committed)."""
-    return storage.join(table_uri, DATA, run_id, attempt)
+    prefix = "/".join([DATA, run_id, attempt, f"{chunk:06d}"])
+    return sorted(f"{prefix}/{p[len(path.rstrip('/')) + 1:]}" for p in fs.find(path) if p.endswith(".parquet"))
 
 
 def begin_attempt(table_uri: str, run_id: str) -> str:
@@ -164,34 +145,36 @@ def begin_attempt(table_uri: str, run_id: str) -> str:
     return attempt
 
 
-def end_attempt(table_uri: str, run_id: str, attempt: str, keep_data: bool) -> None:
-    """Removes an attempt's staging marker, and its data files unless they were committed."""
-    if not keep_data:
-        storage.remove(attempt_dir(table_uri, run_id, attempt))
+def end_attempt(table_uri: str, run_id: str, attempt: str, committed_chunks: set[int]) -> None:
+    """Removes an attempt's staging marker and its files that no commit references."""
+    base = attempt_dir(table_uri, run_id, attempt)
+    if not committed_chunks:
+        storage.remove(base)
+    else:
+        fs, path = storage.get_fs(base)
+        fs.invalidate_cache(path)
+        for sub in fs.ls(path, detail=False) if fs.exists(path) else []:
+            name = sub.rstrip("/").rsplit("/", 1)[-1]
+            if not (name.isdigit() and int(name) in committed_chunks):
+                storage.remove(storage.join(base, name))
     storage.remove(storage.join(table_uri, STAGING, run_id, f"{attempt}.json"))
 
 
-def attempt_files(table_uri: str, run_id: str, attempt: str) -> list[str]:
-    """An attempt's data files (``.parquet``), as paths relative to the table (what a log entry lists)."""
-    fs, path = storage.get_fs(attempt_dir(table_uri, run_id, attempt))
-    fs.invalidate_cache(path)
-    if not fs.exists(path):
-        return []
-    prefix = "/".join([DATA, run_id, attempt])
-    return sorted(f"{prefix}/{p[len(path.rstrip('/')) + 1:]}" for p in fs.find(path) if p.endswith(".parquet"))
+def committed_chunks(snap: Snapshot, run_id: str, attempt: str) -> set[int]:
+    """The chunks of one attempt that a commit references."""
+    return {c["chunk"] for c in snap.run_commits(run_id) if c.get("attempt") == attempt}
 
 
-def collect_garbage(table_uri: str, entries: list[dict], older_than_s: float) -> list[str]:
-    """Deletes the files of attempts that never committed and started more than ``older_than_s`` ago.
+def collect_garbage(table_uri: str, snap: Snapshot, older_than_s: float) -> list[str]:
+    """Deletes the uncommitted files of attempts that started more than ``older_than_s`` ago.
 
     Returns:
-        The ``run_id/attempt`` names removed.
+        The ``run_id/attempt`` names of attempts that had committed nothing (removed whole).
     """
     fs, path = storage.get_fs(storage.join(table_uri, STAGING))
     fs.invalidate_cache(path)
     if not fs.exists(path):
         return []
-    committed = {(e["run_id"], e.get("attempt")) for e in entries}
     now, removed = dt.datetime.now(dt.timezone.utc), []
     for marker in fs.find(path):
         if not marker.endswith(".json"):
@@ -201,25 +184,11 @@ def collect_garbage(table_uri: str, entries: list[dict], older_than_s: float) ->
         started = dt.datetime.fromisoformat(info["started_at"].replace("Z", "+00:00"))
         if (now - started).total_seconds() < older_than_s:
             continue
-        done = (info["run_id"], info["attempt"]) in committed
-        end_attempt(table_uri, info["run_id"], info["attempt"], keep_data=done)
+        done = committed_chunks(snap, info["run_id"], info["attempt"])
+        end_attempt(table_uri, info["run_id"], info["attempt"], done)
         if not done:
             removed.append(f"{info['run_id']}/{info['attempt']}")
     return removed
-
-
-def entry_files(table_uri: str, entry: dict) -> list[str]:
-    """Absolute URIs of one entry's data files."""
-    return [storage.join(table_uri, rel) for rel in entry["files"]]
-
-
-def committed_files(table_uri: str) -> list[str]:
-    """Every data file of the committed table (what pyarrow/DuckDB/Spark readers should load).
-
-    Returns:
-        URIs in commit order; files of uncommitted or failed runs are never included.
-    """
-    return [f for e in read_log(table_uri) for f in entry_files(table_uri, e)]
 
 
 def key_array(table: pa.Table, key_columns: list[str]) -> pa.Array:
@@ -230,26 +199,48 @@ def key_array(table: pa.Table, key_columns: list[str]) -> pa.Array:
     return pc.binary_join_element_wise(*parts, _KEY_SEPARATOR)
 
 
-def _arrow_paths(uris: list[str]):
-    fs = storage.arrow_fs(uris[0])[0]
-    return fs, [storage.arrow_fs(u)[1] for u in uris]
+def commit_of(snap: Snapshot) -> dict:
+    """``(run_id, chunk) -> (version, commit time in ms)`` of every chunk commit still in the log."""
+    return {(c["run_id"], c["chunk"]): (c["version"], _commit_ms(c)) for c in snap.commits()
+            if "run_id" in c and "chunk" in c}
 
 
-def read_entries(table_uri: str, entries: list[dict], columns: list[str] | None = None) -> ray.data.Dataset | None:
-    """The rows of some committed entries, each with ``commit_seq``; None when they hold no files."""
-    files = {f: e["seq"] for e in entries for f in entry_files(table_uri, e)}
+def _commit_ms(commit: dict) -> int:
+    # Commits migrated from the old layout keep their original commit time.
+    if commit.get("committed_at"):
+        return int(dt.datetime.fromisoformat(commit["committed_at"].replace("Z", "+00:00")).timestamp() * 1000)
+    return commit["timestamp_ms"]
+
+
+def read_files(table_uri: str, files: list[str], columns: list[str] | None = None) -> ray.data.Dataset | None:
+    """The rows of some data files (paths relative to the table); None when there are none."""
     if not files:
         return None
-    fs, paths = _arrow_paths(list(files))
-    # The last three path parts (run/attempt/file) identify a file whatever form the reader gives its path.
-    seq_of = {"/".join(p.split("/")[-3:]): s for p, s in zip(paths, files.values())}
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns, include_paths=True)
-    return ds.map_batches(_add_seq, fn_args=(seq_of,), batch_format="pyarrow", zero_copy_batch=True)
+    uris = [storage.join(table_uri, f) for f in files]
+    fs = storage.arrow_fs(uris[0])[0]
+    return ray.data.read_parquet([storage.arrow_fs(u)[1] for u in uris], filesystem=fs, columns=columns)
 
 
-def _add_seq(batch: pa.Table, seq_of: dict) -> pa.Table:
-    seqs = [seq_of["/".join(p.split("/")[-3:])] for p in batch.column("path").to_pylist()]
-    return batch.drop_columns(["path"]).append_column(SEQ, pa.array(seqs, pa.int64()))
+def read_rows(snap: Snapshot, columns: list[str] | None = None) -> ray.data.Dataset | None:
+    """Every row of the snapshot, with ``commit_seq`` and ``_committed_ms`` of the commit holding it
+    (-1 for commits whose log entry was cleaned up). None when the table holds no files."""
+    if snap.table is None or not snap.table.file_uris():
+        return None
+    wanted = None if columns is None else list(dict.fromkeys([*columns, RUN_ID, RUN_CHUNK]))
+    # Ray's Delta reader: the snapshot's files read with the table's schema (older files lacking a
+    # column, e.g. migrated ones without run_chunk, read it as null).
+    ds = ray.data.read_delta(delta.table_uri(snap.uri), version=snap.version,
+                             storage_options=delta.storage_options(snap.uri) or None, columns=wanted)
+    return ds.map_batches(_add_commit, fn_args=(commit_of(snap),), batch_format="pyarrow", zero_copy_batch=True)
+
+
+def _add_commit(batch: pa.Table, commits: dict) -> pa.Table:
+    runs = batch.column(RUN_ID).to_pylist()
+    # Rows migrated from the old layout have no run_chunk: their run was one commit, chunk 0.
+    chunks = batch.column(RUN_CHUNK).to_pylist() if RUN_CHUNK in batch.column_names else [None] * len(runs)
+    found = [commits.get((r, c or 0), (-1, -1)) for r, c in zip(runs, chunks)]
+    return (batch.append_column(SEQ, pa.array([f[0] for f in found], pa.int64()))
+            .append_column(COMMITTED_AT, pa.array([f[1] for f in found], pa.int64())))
 
 
 def _with_key(batch: pa.Table, key_columns: list[str]) -> pa.Table:
@@ -259,24 +250,25 @@ def _with_key(batch: pa.Table, key_columns: list[str]) -> pa.Table:
 def _keep_newest(group: pa.Table) -> pa.Table:
     newest = pc.max(group.column(SEQ)).as_py()
     rows = group.filter(pc.equal(group.column(SEQ), newest))
-    return rows.slice(rows.num_rows - 1, 1).drop_columns([KEY])
+    return rows.slice(rows.num_rows - 1, 1).drop_columns([KEY, COMMITTED_AT])
 
 
-def latest(table_uri: str, num_partitions: int = 8) -> ray.data.Dataset:
+def latest(table_uri: str, num_partitions: int = 8, version: int | None = None) -> ray.data.Dataset:
     """The newest committed prediction per image (key: ``image_uri``, or ``gbifID`` + ``image_uri``).
 
     Args:
         table_uri: the table.
         num_partitions: hash partitions of the distributed group-by (nothing is collected on the driver).
+        version: read the table as it was at this Delta version (default: newest).
     Returns:
-        A lazy Dataset of committed rows, one per key, with ``commit_seq`` telling which commit it came from.
+        A lazy Dataset of committed rows, one per key, with ``commit_seq`` telling which version it came from.
     Raises:
-        ConfigError: the table has no commits yet.
+        ConfigError: the table has no commits yet, or is in the old layout.
     """
-    entries = read_log(table_uri)
-    ds = read_entries(table_uri, entries)
+    check_layout(table_uri)
+    snap = snapshot(table_uri, version)
+    ds = read_rows(snap)
     if ds is None:
         raise ConfigError(f"table {table_uri!r} has no committed predictions yet; run `plantray nightly` first")
-    key_columns = entries[-1]["key"]
-    ds = ds.map_batches(_with_key, fn_args=(key_columns,), batch_format="pyarrow", zero_copy_batch=True)
+    ds = ds.map_batches(_with_key, fn_args=(snap.key(),), batch_format="pyarrow", zero_copy_batch=True)
     return ds.groupby(KEY, num_partitions=num_partitions).map_groups(_keep_newest, batch_format="pyarrow")

@@ -11,10 +11,12 @@ import threading
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
 from plantray.cli import main
 from plantray.commands import nightly as nightly_mod
 from plantray.commands.nightly import NightlyConfig, nightly
+from plantray.storage import delta
 from plantray.storage import table as tbl
 from tests.helpers import jpeg_bytes, tiny_model, write
 
@@ -51,23 +53,19 @@ def _manifest(root, n: int, name: str, gbif: bool = False) -> tuple[str, list[st
     return path, uris
 
 
-def _committed(table_uri: str, filesystem=None) -> pa.Table:
-    """The committed rows read with pyarrow from the files the log names (independent of Ray)."""
-    log_dir = os.path.join(table_uri, "_log")
-    files = []
-    for name in sorted(os.listdir(log_dir)):
-        with open(os.path.join(log_dir, name)) as f:
-            files += [os.path.join(table_uri, rel) for rel in json.load(f)["files"]]
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+def _committed(table_uri: str, storage_options=None, version=None) -> pa.Table:
+    """The committed rows, read with deltalake (delta-rs), independent of plantray and Ray."""
+    return DeltaTable(table_uri, version=version, storage_options=storage_options).to_pyarrow_table()
 
 
 def _snapshot(table_uri: str) -> dict:
-    """Bytes of every log entry and every committed file."""
+    """Bytes of every Delta log entry and every committed file."""
     out = {}
+    committed = set(DeltaTable(table_uri).file_uris())
     for root, _, names in os.walk(table_uri):
         for name in names:
             path = os.path.join(root, name)
-            if "/_log/" in path or path in tbl.committed_files(table_uri):
+            if "/_delta_log/" in path or path in committed:
                 with open(path, "rb") as f:
                     out[path] = f.read()
     return out
@@ -154,34 +152,55 @@ def test_crash_before_commit_leaves_table_unchanged(ray_session, tmp_path, model
     assert sorted(keys) == sorted(zip(range(1000, 1007), uris2))
 
 
+def _table_with_file(table: str) -> tuple:
+    """A Delta table (version 0) holding one file, written by deltalake itself; returns (rows, storage options)."""
+    t = pa.table({"image_uri": ["a.jpg"], "model_sha256": ["x"]})
+    opts = delta.storage_options(table)
+    write_deltalake(delta.table_uri(table), t, storage_options=opts)
+    return t, opts
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_racing_commits_only_one_wins(tmp_path, where, request):
-    if where == "s3":
-        request.getfixturevalue("s3")
-        table = f"s3://plantray-test/race-{os.getpid()}"
+    if where == "s3":  # the S3 server only: this race needs no Ray
+        import s3fs
+
+        endpoint = request.getfixturevalue("s3_server")
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, key="testing", secret="testing")
+        if not fs.exists("plantray-race"):
+            fs.mkdir("plantray-race")
+        table = f"s3://plantray-race/race-{os.getpid()}"
     else:
         table = str(tmp_path / "table")
+    t, opts = _table_with_file(table)
+    # Both writers plan against version 0 and race for version 1 with the same file.
+    planned = {r: DeltaTable(delta.table_uri(table), storage_options=opts) for r in ("a", "b")}
     barrier, results = threading.Barrier(2), {}
+    rel = DeltaTable(delta.table_uri(table), storage_options=opts).get_add_actions(flatten=True)
+    rel = pa.table(rel).column("path")[0].as_py()
 
     def attempt(run_id):
         barrier.wait()
         try:
-            results[run_id] = tbl.commit(table, 1, {"run_id": run_id, "files": [], "model_sha256": "x"})["seq"]
-        except tbl.CommitConflict:
+            results[run_id] = delta.commit(planned[run_id], table, [rel], t.schema, {"run_id": run_id},
+                                           txn=(run_id, 0))
+        except delta.VersionTaken:
             results[run_id] = "conflict"
 
     threads = [threading.Thread(target=attempt, args=(r,)) for r in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
     assert sorted(results.values(), key=str) == [1, "conflict"]
     winner = next(r for r, v in results.items() if v == 1)
-    log = tbl.read_log(table)
-    assert [(e["seq"], e["run_id"]) for e in log] == [(1, winner)]
-    with pytest.raises(tbl.CommitConflict):
-        tbl.commit(table, 1, {"run_id": "c", "files": [], "model_sha256": "x"})
-    assert tbl.commit(table, 2, {"run_id": "c", "files": [], "model_sha256": "x"})["seq"] == 2
+    now = DeltaTable(delta.table_uri(table), storage_options=opts)
+    assert now.version() == 1
+    assert now.transaction_version(winner) == 0 and now.transaction_version({"a": "b", "b": "a"}[winner]) is None
+    with pytest.raises(delta.VersionTaken):  # planned against version 0 again: refused
+        delta.commit(DeltaTable(delta.table_uri(table), version=0, storage_options=opts), table, [rel], t.schema,
+                     {"run_id": "c"})
+    assert delta.commit(now, table, [], t.schema, {"run_id": "c"}) == 2
 
 
 def test_s3_table_incremental(ray_session, s3, tmp_path, models):
@@ -191,10 +210,9 @@ def test_s3_table_incremental(ray_session, s3, tmp_path, models):
     inp2, uris2 = _manifest(tmp_path, 5, "day2")
     s = nightly(_cfg(models["m1"], inp2, table, "day2"))
     assert (s["counts"]["new"], s["counts"]["skipped_done"], s["commit_seq"]) == (2, 3, 2)
-    assert sorted(s3.ls("plantray-test/nightly-table/_log")) == [
-        f"plantray-test/nightly-table/_log/{i:020d}.json" for i in (1, 2)]
-    files = tbl.committed_files(table)
-    rows = pa.concat_tables([pq.read_table(s3.open(f.removeprefix("s3://"), "rb")) for f in files])
+    assert sorted(s3.ls("plantray-test/nightly-table/_delta_log")) == [
+        f"plantray-test/nightly-table/_delta_log/{i:020d}.json" for i in (0, 1, 2)]
+    rows = _committed(table, delta.storage_options(table))
     assert sorted(rows.column("image_uri").to_pylist()) == sorted(uris2)
     record = json.loads(s3.cat("plantray-test/nightly-table/_runs/day2/_plantray_run.json"))
     assert record["summary"]["counts"]["new"] == 2
@@ -212,4 +230,4 @@ def test_cli_and_refusals(ray_session, tmp_path, models, capsys):
     assert main(["nightly", "--model", models["m1"], "--input", inp, "--table", table, "--run-id", "a/b"]) == 2
     gbif, _ = _manifest(tmp_path, 2, "g", gbif=True)  # a table keyed by image_uri refuses a gbifID input
     assert main(["nightly", "--model", models["m1"], "--input", gbif, "--table", table, "--run-id", "r2"]) == 2
-    assert len(tbl.read_log(table)) == 1
+    assert DeltaTable(table).version() == 1  # version 0 creates the table, 1 is run r1's only chunk
