@@ -126,3 +126,22 @@ def files_reach(directory: str, count: int, suffix: str = "") -> Callable[[], bo
         except FileNotFoundError:
             return False
     return condition
+
+
+RAY_START_FAILED = "The current node timed out during startup"  # Ray's fixed 30 s wait, on an overloaded host
+
+
+def run_retrying_ray_start(argv: list[str], condition: Callable[[], bool] | None, timeout: float, log_path: str,
+                           env: dict | None = None, attempts: int = 3, before_retry: Callable[[], None] = lambda: None
+                           ) -> Outcome:
+    """:func:`run_until`, run again (up to ``attempts`` times) when the embedded Ray failed to start.
+
+    Ray waits a fixed 30 s for its raylet; on a host shared by many test runs that can fail before plantray
+    has done anything, which says nothing about the code under test. ``before_retry`` resets the state.
+    """
+    for attempt in range(attempts):
+        outcome = run_until(argv, condition, timeout, log_path, env)
+        if outcome.killed or RAY_START_FAILED not in outcome.log or attempt == attempts - 1:
+            return outcome
+        before_retry()
+    return outcome

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from plantray.cli import main
-from tests.crash import file_appears, files_reach, plantray_env, run_until
+from tests.crash import file_appears, files_reach, plantray_env, run_retrying_ray_start
 from tests.helpers import jpeg_bytes, tiny_model, write
 
 ROWS, COMMIT_EVERY = 60, 20
@@ -91,8 +92,9 @@ CASES = {
 def test_kill_then_resume_every_row_once(data, tmp_path, point, capsys):
     out = str(tmp_path / "out")
     condition, env = CASES[point]
-    killed = run_until(_argv(data, out), condition(out), timeout=600, log_path=str(tmp_path / "killed.log"),
-                       env=plantray_env(**env))
+    killed = run_retrying_ray_start(_argv(data, out), condition(out), timeout=600,
+                                    log_path=str(tmp_path / "killed.log"), env=plantray_env(**env),
+                                    before_retry=lambda: shutil.rmtree(out, ignore_errors=True))
     assert killed.killed, f"the run ended before the kill point ({killed.returncode}):\n{killed.log[-3000:]}"
     left = _after_kill(out)
     assert not left["success"]
@@ -105,7 +107,8 @@ def test_kill_then_resume_every_row_once(data, tmp_path, point, capsys):
     assert "partial" in err and "--resume" in err, err
     assert not os.path.exists(tmp_path / "a.zip")
 
-    resumed = run_until(_argv(data, out, "--resume"), None, timeout=600, log_path=str(tmp_path / "resumed.log"))
+    resumed = run_retrying_ray_start(_argv(data, out, "--resume"), None, timeout=600,
+                                     log_path=str(tmp_path / "resumed.log"))
     assert resumed.returncode == 0, resumed.log[-3000:]
     assert os.path.exists(f"{out}/_SUCCESS") and not os.path.exists(f"{out}/_staging")
 
