@@ -132,7 +132,7 @@ RAY_START_FAILED = "The current node timed out during startup"  # Ray's fixed 30
 
 
 def run_retrying_ray_start(argv: list[str], condition: Callable[[], bool] | None, timeout: float, log_path: str,
-                           env: dict | None = None, attempts: int = 3, before_retry: Callable[[], None] = lambda: None
+                           env: dict | None = None, attempts: int = 8, before_retry: Callable[[], None] = lambda: None
                            ) -> Outcome:
     """:func:`run_until`, run again (up to ``attempts`` times) when the embedded Ray failed to start.
 

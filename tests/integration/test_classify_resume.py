@@ -147,3 +147,51 @@ def test_resume_refuses_another_run_or_no_run(data, tmp_path, capsys):
     assert main(_argv(data, str(out))) == 2
     err = capsys.readouterr().err
     assert "partial" in err and "--resume" in err and "--overwrite" in err, err
+
+
+def _layout(out, chunks: int, markers: dict[int, list[str]], data: list[str]) -> None:
+    """An OUTPUT as a killed classify leaves it, written by hand (no plantray code)."""
+    os.makedirs(f"{out}/_chunks", exist_ok=True)
+    with open(f"{out}/_plantray_progress.json", "w") as f:
+        json.dump({"chunks": chunks}, f)
+    for chunk, files in markers.items():
+        with open(f"{out}/_chunks/{chunk:06d}.json", "w") as f:
+            json.dump({"chunk": chunk, "files": files}, f)
+    for name in data:
+        pq.write_table(pa.table({"image_uri": [name]}), f"{out}/{name}")
+
+
+def test_check_complete_goes_by_markers_then_success(tmp_path):
+    from plantray.inference.outputs import PartialOutput, check_complete, discard_uncommitted
+
+    out = str(tmp_path / "out")
+    os.makedirs(f"{out}/_staging/000001")
+    pq.write_table(pa.table({"image_uri": ["s"]}), f"{out}/_staging/000001/s.parquet")
+    _layout(out, 2, {0: ["chunk-000000-a.parquet"]}, ["chunk-000000-a.parquet", "chunk-000001-b.parquet"])
+    with pytest.raises(PartialOutput, match=r"partial .*1 of 2 chunks"):
+        check_complete(out)
+    removed = discard_uncommitted(out)
+    assert [os.path.basename(f) for f in removed] == ["chunk-000001-b.parquet"]
+    assert sorted(os.listdir(out)) == ["_chunks", "_plantray_progress.json", "chunk-000000-a.parquet"]
+    _layout(out, 2, {1: []}, [])  # the last chunk committed (empty): complete by the markers
+    check_complete(out)
+    check_complete(str(tmp_path / "out" / "chunk-000000-a.parquet"))  # a single file: nothing to go by
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "plain.parquet")
+    check_complete(str(tmp_path))  # a directory without a progress file is not a chunked classify OUTPUT
+
+
+def test_move_on_s3_and_locally(s3_server, tmp_path):
+    import s3fs
+
+    from plantray import storage
+
+    s3 = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, key="testing", secret="testing")
+    if not s3.exists("plantray-test"):
+        s3.mkdir("plantray-test")
+    s3.pipe("plantray-test/mv/_staging/0/a.parquet", b"abc")
+    storage.move("s3://plantray-test/mv/_staging/0/a.parquet", "s3://plantray-test/mv/chunk-0-a.parquet")
+    assert s3.cat("plantray-test/mv/chunk-0-a.parquet") == b"abc"
+    assert not s3.exists("plantray-test/mv/_staging/0/a.parquet")
+    write(f"{tmp_path}/a/b.bin", b"xyz")
+    storage.move(f"{tmp_path}/a/b.bin", f"{tmp_path}/c/d.bin")
+    assert open(f"{tmp_path}/c/d.bin", "rb").read() == b"xyz" and not os.path.exists(f"{tmp_path}/a/b.bin")
