@@ -52,9 +52,7 @@ class Outcome:
 def plantray_env(**extra: str) -> dict:
     """The environment of a plantray subprocess: this checkout's package, quiet Ray, plus ``extra``."""
     env = dict(os.environ, PYTHONPATH=ROOT, RAY_DATA_DISABLE_PROGRESS_BARS="1", RAY_USAGE_STATS_ENABLED="0",
-               RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", TQDM_DISABLE="1",
-               # On a loaded host the raylet can time out waiting for its agents' port files and abort.
-               RAY_agent_register_timeout_ms="300000")
+               RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", TQDM_DISABLE="1")
     env.pop("RAY_ADDRESS", None)  # its own embedded Ray, never the test session's
     env.update(extra)
     return env
