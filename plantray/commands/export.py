@@ -27,7 +27,8 @@ def export_dwca(cfg: ExportConfig) -> dict:
         ``{"out", "occurrences", "identifications", "skipped_errors"}``.
     Raises:
         ConfigError: OUT exists (without ``overwrite``) or is not a .zip; predictions missing or lacking
-            the columns an archive needs.
+            the columns an archive needs; PREDICTIONS is a partial classify OUTPUT (a run killed or still
+            running: ``PartialOutput``, a ConfigError, exit 2).
     """
     from plantray import storage
     from plantray.darwincore.archive import open_predictions, write_archive

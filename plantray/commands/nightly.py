@@ -104,13 +104,6 @@ def validate(cfg: NightlyConfig) -> tuple:
     return artifact, source, since
 
 
-def key_columns(source) -> list[str]:
-    """``["gbifID", "image_uri"]`` when the input has gbifID, else ``["image_uri"]``."""
-    from plantray.columns import GBIF_ID, IMAGE_URI
-
-    return [GBIF_ID, IMAGE_URI] if GBIF_ID in source.columns() else [IMAGE_URI]
-
-
 def _with_run(batch, run_id: str, chunk: int):
     import pyarrow as pa
 
@@ -204,6 +197,7 @@ def nightly(cfg: NightlyConfig) -> dict:
     """
     from plantray.cluster import ensure_ray
     from plantray.columns import RESERVED_COLUMNS
+    from plantray.inference.chunks import key_columns
     from plantray.inference.pipeline import plan_for_cluster
     from plantray.storage import table as tbl
 

@@ -14,6 +14,7 @@ from plantray import columns as col
 from plantray import storage
 from plantray.config import ConfigError
 from plantray.darwincore.terms import identification_id, identification_remarks
+from plantray.inference.outputs import check_complete
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
 DCT = "http://purl.org/dc/terms/"
@@ -34,9 +35,11 @@ def open_predictions(uri: str) -> tuple[pads.Dataset, str]:
 
     Raises:
         ConfigError: missing, not Parquet, or lacking the columns an archive needs.
+        PartialOutput: a classify OUTPUT whose run has not finished (killed, or still running).
     """
     if not storage.holds_data(uri):
         raise ConfigError(f"PREDICTIONS {uri!r} does not exist or is empty; give a classify OUTPUT")
+    check_complete(uri)
     fs, path = storage.arrow_fs(uri)
     try:
         dataset = pads.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=True)

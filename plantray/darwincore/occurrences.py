@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from plantray import columns as col
 from plantray import storage
 from plantray.darwincore.terms import _failed
+from plantray.inference.outputs import check_complete
 
 
 def _occurrence_schema(key_type: pa.DataType, key: str) -> pa.Schema:
@@ -92,9 +93,12 @@ def aggregate_occurrences(predictions_path: str, out_path: str, top_k: int = 5, 
     Returns:
         ``{"occurrences": ..., "images_used": ..., "images_failed": ...}``, and ``"unknown"`` (occurrences with
         classified images but no name) when ``min_confidence > 0``.
+    Raises:
+        PartialOutput: ``predictions_path`` is a classify OUTPUT whose chunks are not all committed.
     """
     if top_k < 1:
         raise ValueError(f"top_k={top_k!r} is invalid: use 1 or more")
+    check_complete(predictions_path)
     columns = [key, col.TOPK_NAMES, col.TOPK_CONFIDENCE, col.ERROR]
     ds = _read_parquet(predictions_path)
     schema_in = ds.schema()

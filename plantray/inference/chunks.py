@@ -12,15 +12,28 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import ray
 
-from plantray.storage.table import key_array
+if TYPE_CHECKING:  # Ray is imported where it runs: classify's module must not pull it into ``plantray --help``
+    import ray
 
 CHUNK = "_chunk"
 DEFAULT_COMMIT_EVERY = 100_000  # rows per chunk: at archive scale minutes of GPU time, a few files
+
+
+def key_columns(source) -> list[str]:
+    """A row's identity in classify's and nightly's outputs: ``["gbifID", "image_uri"]`` when the input has
+    gbifID, else ``["image_uri"]``.
+
+    Args:
+        source: the input (:class:`plantray.sources.base.Source`).
+    """
+    from plantray.columns import GBIF_ID, IMAGE_URI
+
+    return [GBIF_ID, IMAGE_URI] if GBIF_ID in source.columns() else [IMAGE_URI]
 
 
 def chunk_count(rows: int, commit_every: int) -> int:
@@ -40,6 +53,8 @@ def chunk_ids(keys: pa.Array, chunks: int) -> pa.Array:
 
 
 def _add_chunk(batch: pa.Table, key_columns: list[str], chunks: int) -> pa.Table:
+    from plantray.storage.table import key_array
+
     return batch.append_column(CHUNK, chunk_ids(key_array(batch, key_columns), chunks))
 
 

@@ -19,6 +19,7 @@ from plantray.storage.fs import (
     join,
     list_files,
     makedirs,
+    move,
     open_for_write,
     read_bytes,
     remove,
@@ -29,5 +30,5 @@ from plantray.storage.fs import (
 )
 
 __all__ = ["DEFAULT_MAX_BYTES", "HTTP_SCHEMES", "REMOTE_SCHEMES", "MissingFilesystem", "arrow_fs", "check_scheme",
-           "dirname", "exists", "get_fs", "holds_data", "join", "list_files", "makedirs", "open_for_write",
+           "dirname", "exists", "get_fs", "holds_data", "join", "list_files", "makedirs", "move", "open_for_write",
            "read_bytes", "remove", "resolve", "scheme", "write_bytes", "write_many"]

@@ -254,3 +254,25 @@ def list_files(uri: str) -> list[str]:
             continue
         out.append(p if proto == "file" else f"{proto}://{p}")
     return out
+
+
+def move(src: str, dst: str) -> None:
+    """Moves one file ``src`` to ``dst`` (same filesystem), replacing ``dst``.
+
+    Atomic where the filesystem has a rename: on local paths (``os.replace``, same mount) a reader sees
+    ``dst`` absent or whole, and ``src`` and ``dst`` never both. Object stores have no rename: s3, gs and
+    az copy then delete, so ``dst`` appears whole (one object PUT/COPY is all or nothing) but ``src``
+    lingers until the delete; callers that publish several files mark them done with a separate object
+    written last (see :mod:`plantray.inference.outputs`).
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+    """
+    fs, src_path = get_fs(src)
+    dst_path = get_fs(dst)[1]
+    if scheme(src) == "file":
+        os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+        os.replace(src_path, dst_path)
+        return
+    fs.mv(src_path, dst_path)
+    fs.invalidate_cache(src_path)

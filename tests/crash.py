@@ -1,0 +1,167 @@
+"""Crash harness: run a plantray command as a process tree of its own, SIGKILL the whole tree when a
+condition holds, and make sure nothing of it is left running.
+
+The command runs in a new session (``start_new_session=True``), so its process group holds the driver and
+the local Ray it starts (raylet, GCS, workers inherit the group). ``os.killpg(pgid, SIGKILL)`` is then a
+crash of driver and Ray alike, with no clean-up handler run: what a lost node or an OOM kill leaves.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# ``python -m plantray`` with one change for hosts shared by many test runs: Ray gives its raylet a fixed 30 s
+# to register with the GCS (ray/_private/node.py) and fails the start beyond it; this waits up to 180 s.
+# It changes nothing once Ray is up, so the run under test is plantray's CLI as a user starts it.
+PATIENT_CLI = """
+import sys, time
+import ray._private.services as services
+_get_node = services.get_node
+def get_node(*args, **kwargs):
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            return _get_node(*args, **kwargs)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+services.get_node = get_node
+from plantray.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@dataclass
+class Outcome:
+    """How a crash run ended: ``killed`` (the condition held and the tree was killed) or the exit code."""
+
+    killed: bool
+    returncode: int | None
+    seconds: float
+    log: str
+
+
+def plantray_env(**extra: str) -> dict:
+    """The environment of a plantray subprocess: this checkout's package, quiet Ray, plus ``extra``."""
+    env = dict(os.environ, PYTHONPATH=ROOT, RAY_DATA_DISABLE_PROGRESS_BARS="1", RAY_USAGE_STATS_ENABLED="0",
+               RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", TQDM_DISABLE="1")
+    env.pop("RAY_ADDRESS", None)  # its own embedded Ray, never the test session's
+    env.update(extra)
+    return env
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of group ``pgid``, from /proc (Linux).
+
+    Zombies are left out: a killed process whose parent has not reaped it yet runs nothing.
+    """
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def kill_group(pgid: int, timeout: float = 30.0) -> None:
+    """SIGKILLs every process of group ``pgid`` and waits until none is left.
+
+    Raises:
+        AssertionError: processes of the group are still there after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while group_members(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process group {pgid} still alive {timeout} s after SIGKILL")
+        time.sleep(0.05)
+
+
+def run_until(argv: list[str], condition: Callable[[], bool] | None, timeout: float, log_path: str,
+              env: dict | None = None, poll: float = 0.05) -> Outcome:
+    """Runs ``plantray ARGV`` (:data:`PATIENT_CLI`); kills its whole tree as soon as ``condition()`` holds.
+
+    Args:
+        argv: the plantray arguments.
+        condition: polled every ``poll`` seconds; None runs to the end.
+        timeout: seconds before the run is killed and the test fails.
+        log_path: where stdout and stderr go.
+        env: the environment (default :func:`plantray_env`).
+    Returns:
+        The outcome; the process group is gone when this returns.
+    Raises:
+        AssertionError: the run outlived ``timeout``, or its group survived the kill.
+    """
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", PATIENT_CLI, *argv], cwd=ROOT, env=env or plantray_env(),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pgid = proc.pid  # a new session's leader: its pid is the group id
+    killed = False
+    try:
+        while proc.poll() is None:
+            if condition is not None and condition():
+                kill_group(pgid)
+                killed = True
+                break
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"plantray {' '.join(argv)} still running after {timeout} s; log {log_path}")
+            time.sleep(poll)
+    finally:
+        kill_group(pgid)  # whatever happened, nothing of the run outlives it (Ray left behind by a clean exit too)
+        proc.wait(timeout=30)
+    with open(log_path) as f:
+        text = f.read()
+    return Outcome(killed, None if killed else proc.returncode, time.monotonic() - start, text)
+
+
+def file_appears(path: str) -> Callable[[], bool]:
+    """Condition: ``path`` exists."""
+    return lambda: os.path.exists(path)
+
+
+def files_reach(directory: str, count: int, suffix: str = "") -> Callable[[], bool]:
+    """Condition: ``directory`` holds at least ``count`` files ending in ``suffix``."""
+    def condition() -> bool:
+        try:
+            return sum(name.endswith(suffix) for name in os.listdir(directory)) >= count
+        except FileNotFoundError:
+            return False
+    return condition
+
+
+RAY_START_FAILED = "The current node timed out during startup"  # Ray's fixed 30 s wait, on an overloaded host
+
+
+def run_retrying_ray_start(argv: list[str], condition: Callable[[], bool] | None, timeout: float, log_path: str,
+                           env: dict | None = None, attempts: int = 8, before_retry: Callable[[], None] = lambda: None
+                           ) -> Outcome:
+    """:func:`run_until`, run again (up to ``attempts`` times) when the embedded Ray failed to start.
+
+    Ray waits a fixed 30 s for its raylet; on a host shared by many test runs that can fail before plantray
+    has done anything, which says nothing about the code under test. ``before_retry`` resets the state.
+    """
+    for attempt in range(attempts):
+        outcome = run_until(argv, condition, timeout, log_path, env)
+        if outcome.killed or RAY_START_FAILED not in outcome.log or attempt == attempts - 1:
+            return outcome
+        before_retry()
+    return outcome
