@@ -25,6 +25,8 @@ COMMANDS = {
     "evaluate": ("evaluate", "the paper's external-test protocol: ten-crop Top-1/Top-5 per test set (Table 1)"),
     "nightly": ("nightly", "incremental re-classification into a predictions table, committed atomically"),
     "export dwca": ("export", "export predictions as a Darwin Core Archive (Identification History)"),
+    "labels match": ("labels", "fill labels' taxonID, accepted name, genus and family from a checklist (GBIF "
+                     "Backbone Taxon.tsv)"),
     "quickstart": ("quickstart", "synthesise, train, evaluate and classify end to end on embedded defaults"),
 }
 
