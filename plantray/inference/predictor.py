@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from plantray import columns as col
 from plantray.images.loader import stack_pixels
+from plantray.inference.agreement import agreement
 from plantray.inference.ranking import rollup, top_k_indices
 from plantray.model.artifact import load_artifact
 from plantray.model.network import Network
@@ -95,11 +96,30 @@ class Predictor:
             cols[col.FAMILY] = pa.array(scatter([self.labels.family[i] for i in top1], rows, n), pa.string())
         if self.rollup_threshold > 0:
             cols.update(self._rollup_columns(probs, rows, n))
+        cols.update(self._taxon_columns(table, cols[col.SCIENTIFIC_NAME], cols[col.TAXON_RANK], rows))
         card = self.artifact.card
         for key, value in ((col.MODEL_NAME, card["name"]), (col.MODEL_VERSION, card["version"]),
                            (col.MODEL_SHA256, self.artifact.sha256)):
             cols[key] = pa.array([value] * n, pa.string())
         return cols
+
+    def _taxon_columns(self, table: pa.Table, names: pa.Array, ranks: pa.Array, rows: np.ndarray) -> dict:
+        """The reported species' taxonID and scientificNameID (from the labels; null at genus/family rank), and
+        ``publisher_agreement`` with the input's own scientificName (null for rows that failed)."""
+        index = {name: i for i, name in enumerate(self.labels.names)}
+        names, ranks = names.to_pylist(), ranks.to_pylist()
+        species = [index[nm] if rk == "species" and nm in index else None for nm, rk in zip(names, ranks)]
+        publisher = next((table.column(c).to_pylist() for c in col.PUBLISHER_NAMES if c in table.column_names),
+                         [None] * table.num_rows)
+        ok = np.zeros(table.num_rows, bool)
+        ok[rows] = True
+        return {
+            col.TAXON_ID: pa.array([self.labels.taxon_id[i] if i is not None else None for i in species], pa.string()),
+            col.SCIENTIFIC_NAME_ID: pa.array([self.labels.scientific_name_id[i] if i is not None else None
+                                              for i in species], pa.string()),
+            col.PUBLISHER_AGREEMENT: pa.array([agreement(nm, rk, pub) if good else None
+                                               for nm, rk, pub, good in zip(names, ranks, publisher, ok)], pa.string()),
+        }
 
     def _rollup_columns(self, probs: np.ndarray, rows: np.ndarray, n: int) -> dict[str, pa.Array]:
         """Names at the most specific rank whose probability clears the threshold (inference.ranking)."""
