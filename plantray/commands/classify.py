@@ -12,7 +12,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from plantray.commands.options import InferenceOptions, check_model_options, identifications
+from plantray.commands.options import (
+    InferenceOptions,
+    check_embeddings,
+    check_model_options,
+    embeddings_summary,
+    identifications,
+)
 from plantray.commands.record import utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 
@@ -49,6 +55,7 @@ def validate(cfg: ClassifyConfig):
     if storage.holds_data(cfg.output) and not cfg.overwrite:
         raise ConfigError(f"--output {cfg.output!r} already holds data; choose a new location or pass "
                           "--overwrite to replace it")
+    check_embeddings(cfg, cfg.output, cfg.overwrite)
     if cfg.aggregate == "occurrence" and GBIF_ID not in source.columns():
         raise ConfigError("--aggregate occurrence needs a gbifID column: use a Darwin Core Archive or a "
                           "manifest with gbifID")
@@ -74,12 +81,16 @@ def classify(cfg: ClassifyConfig) -> dict:
     started = utc_now()
     if cfg.overwrite:
         storage.remove(cfg.output)
+        if cfg.embeddings:
+            storage.remove(cfg.embeddings)
     start = time.perf_counter()
     ds, input_stats = source.dataset(reserved=RESERVED_COLUMNS)
     write_predictions(identifications(ds, cfg, artifact, plan, started), cfg.output, cfg.rows_per_file)
     summary = summarize(cfg.output, time.perf_counter() - start)
     summary.update(model=cfg.model, model_sha256=artifact.sha256, input=cfg.input, output=cfg.output,
                    plan=plan.__dict__, input_stats=input_stats)
+    if cfg.embeddings:
+        summary["embeddings"] = embeddings_summary(cfg.embeddings)
     if cfg.aggregate == "occurrence":
         summary["occurrences"] = aggregate(cfg)
     write_run_record(cfg.output, "classify", cfg, summary, started)
@@ -100,6 +111,8 @@ def format_summary(summary: dict) -> str:
              f"{summary['output']} ({summary['files']} files)"]
     for reason, count in summary["failures_by_reason"].items():
         lines.append(f"  failed: {count:>8}  {reason}")
+    if emb := summary.get("embeddings"):
+        lines.append(f"  embeddings: {emb['rows']} vectors -> {emb['uri']} ({emb['files']} files)")
     for reason, count in summary.get("input_stats", {}).get("skipped", {}).items():
         lines.append(f"  skipped in input: {count:>8}  {reason}")
     return "\n".join(lines)

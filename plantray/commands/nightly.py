@@ -28,7 +28,13 @@ import re
 import time
 from dataclasses import dataclass
 
-from plantray.commands.options import InferenceOptions, check_model_options, identifications
+from plantray.commands.options import (
+    InferenceOptions,
+    check_embeddings,
+    check_model_options,
+    embeddings_summary,
+    identifications,
+)
 from plantray.commands.record import utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 
@@ -75,6 +81,7 @@ def validate(cfg: NightlyConfig) -> tuple:
                               "2024-05-01T12:00:00Z") from None
         since = since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)
     tbl.check_location(cfg.table)
+    check_embeddings(cfg, cfg.table, overwrite=True)  # each night adds its files to the same dataset
     artifact = load_artifact(cfg.model)
     source = open_source(cfg.input)
     source.check()
@@ -125,6 +132,8 @@ def _manifest(cfg: NightlyConfig, artifact, run_id: str, attempt: str, counts: d
                          "version": artifact.card["version"]},
                "input": cfg.input, "table": cfg.table, "counts": counts, "files": len(files),
                "timings": {k: round(v, 2) for k, v in timings.items()}, "garbage_collected": collected}
+    if cfg.embeddings:
+        summary["embeddings"] = embeddings_summary(cfg.embeddings)
     write_run_record(storage.join(cfg.table, tbl.RUNS, run_id), "nightly", cfg, summary, started)
     return summary
 

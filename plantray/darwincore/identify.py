@@ -14,7 +14,7 @@ from plantray.inference.planner import Plan
 
 
 def identify(ds: ray.data.Dataset, artifact, plan: Plan, load: LoadOptions, decode_batch_size: int, *,
-             top_k: int, rollup_threshold: float, now_iso: str) -> ray.data.Dataset:
+             top_k: int, rollup_threshold: float, now_iso: str, embeddings: str | None = None) -> ray.data.Dataset:
     """Input rows -> one identification per row: the model's centre crop, ranked names, roll-up, terms.
 
     Args:
@@ -26,10 +26,11 @@ def identify(ds: ray.data.Dataset, artifact, plan: Plan, load: LoadOptions, deco
         top_k: ranked names kept.
         rollup_threshold: below this top-1 probability, the genus or family that clears it.
         now_iso: the run's ``dateIdentified``.
+        embeddings: where the model actors write the images' penultimate-layer vectors (None: not written).
     Returns:
         The lazy dataset of prediction rows.
     """
     view = EvalView(EvalPreset.from_dict(artifact.card["input"]))
     return predict(ds, view, load, plan, decode_batch_size, model_uri=artifact.uri, top_k=top_k,
-                   rollup_threshold=rollup_threshold,
+                   rollup_threshold=rollup_threshold, embeddings=embeddings,
                    finish=functools.partial(add_terms, model_card=artifact.card, now_iso=now_iso))

@@ -9,13 +9,17 @@ failed upstream pass through with null prediction columns, so none is ever dropp
 
 from __future__ import annotations
 
+import io
 import json
+import uuid
 from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from plantray import columns as col
+from plantray import storage
 from plantray.images.loader import stack_pixels
 from plantray.inference.agreement import agreement
 from plantray.inference.ranking import rollup, top_k_indices
@@ -44,16 +48,21 @@ class Predictor:
         crops: crops per image in ``_pixels`` (the loader's view); their softmax is averaged.
         rollup_threshold: below this top-1 probability, report the genus/family that clears it.
         finish: applied to each output batch (e.g. :func:`plantray.darwincore.terms.add_terms`).
+        embeddings: directory/prefix where each batch's penultimate-layer vectors are written (see
+            :meth:`write_embeddings`); None writes none.
     """
 
     def __init__(self, model_uri: str, top_k: int = 5, use_gpu: bool = False, precision: str = "fp32",
                  threads: int | None = None, crops: int = 1, rollup_threshold: float = 0.0,
-                 finish: Callable[[pa.Table], pa.Table] | None = None):
+                 finish: Callable[[pa.Table], pa.Table] | None = None, embeddings: str | None = None):
         self.artifact = load_artifact(model_uri)
         self.labels = self.artifact.labels
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
         self.top_k, self.crops = min(top_k, len(self.labels)), crops
         self.rollup_threshold, self.finish = rollup_threshold, finish
+        self.embeddings = embeddings
+        if embeddings:
+            self.net.keep_features()
         self.metadata = {col.CARD_METADATA_KEY: json.dumps(self.artifact.card).encode(),
                          col.PRECISION_METADATA_KEY: self.net.precision.encode()}
 
@@ -61,6 +70,8 @@ class Predictor:
         size = self.net.preset.crop_size
         images, rows = stack_pixels(table.column(col.PIXELS), (self.crops, size, size, 3))
         probs = self.probabilities(images, len(rows))
+        if self.embeddings and len(rows):
+            self.write_embeddings(table, rows)
         out = table.drop_columns([col.PIXELS, col.ERROR, col.SOURCE_COLUMN])
         for name, array in self.columns(table, probs, rows).items():
             out = out.append_column(name, array)
@@ -75,6 +86,35 @@ class Predictor:
             return np.zeros((0, len(self.labels)), np.float32)
         probs = self.net.probabilities(images)
         return probs.view(images_valid, self.crops, -1).mean(dim=1).numpy()
+
+    def write_embeddings(self, table: pa.Table, rows: np.ndarray) -> str:
+        """Writes the batch's decoded images' penultimate-layer vectors (the same forward as the probabilities,
+        averaged over each image's crops) as one Parquet file ``<embeddings>/part-<id>.parquet``.
+
+        Written here, by the actor, so the pipeline runs once and the prediction rows stay small: Ray Data
+        has one sink per dataset, and splitting the vectors off the predictions downstream would mean
+        materialising both. The file name derives from the model and the batch's images, so a retried batch
+        rewrites its file instead of adding a duplicate.
+
+        Args:
+            table: the batch (``image_uri``, ``gbifID`` when present).
+            rows: indexes of the decoded images in ``table``.
+        Returns:
+            The file's URI. Columns: ``image_uri``, ``gbifID`` (when the input has it), ``model_sha256``,
+            ``embedding`` (fixed-size list of float16, the network's feature size).
+        """
+        feats = self.net.features.view(len(rows), self.crops, -1).mean(dim=1).numpy().astype(np.float16)
+        keys = [c for c in (col.IMAGE_URI, col.GBIF_ID) if c in table.column_names]
+        out = pa.table({c: table.column(c).take(pa.array(rows)) for c in keys})
+        out = out.append_column(col.MODEL_SHA256, pa.array([self.artifact.sha256] * len(rows), pa.string()))
+        out = out.append_column(col.EMBEDDING, pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()),
+                                                                                 feats.shape[1]))
+        name = uuid.uuid5(uuid.NAMESPACE_URL, "\n".join([self.artifact.sha256, *out.column(0).to_pylist()]))
+        buf = io.BytesIO()
+        pq.write_table(out, buf, compression="zstd")
+        uri = storage.join(self.embeddings, f"part-{name}.parquet")
+        storage.write_bytes(uri, buf.getvalue())
+        return uri
 
     def columns(self, table: pa.Table, probs: np.ndarray, rows: np.ndarray) -> dict[str, pa.Array]:
         """The prediction columns of classify and nightly (see columns.PREDICTION_COLUMNS)."""
