@@ -27,6 +27,8 @@ COMMANDS = {
     "nightly": ("nightly", "incremental re-classification into a predictions table, committed atomically"),
     "table": ("table", "maintain nightly's Delta table: optimize (compact), vacuum (delete old files), migrate"),
     "export dwca": ("export", "export predictions as a Darwin Core Archive (Identification History)"),
+    "labels match": ("labels", "fill labels' taxonID, accepted name, genus and family from a checklist (GBIF "
+                     "Backbone Taxon.tsv)"),
     "quickstart": ("quickstart", "synthesise, train, evaluate and classify end to end on embedded defaults"),
 }
 

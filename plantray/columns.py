@@ -10,6 +10,8 @@ IMAGE_URI = "image_uri"  # the image's path or URL, as the user gave it (also th
 SCIENTIFIC_NAME = "scientificName"  # the label (training, evaluation) or the prediction (output)
 TAG = "tag"  # organ tag: habit, flower, leaf, bark, fruit, ...
 GENUS, FAMILY, TAXON_ID = "genus", "family", "taxonID"
+SCIENTIFIC_NAME_ID = "scientificNameID"  # an identifier of the name (e.g. an IPNI LSID), from the labels
+ACCEPTED_NAME = "acceptedNameUsage"  # labels: the accepted name when the label's name is a synonym
 GBIF_ID = "gbifID"  # the occurrence key of GBIF downloads (also any archive's core id)
 OCCURRENCE_ID = "occurrenceID"
 
@@ -22,14 +24,29 @@ ERROR = "error"  # null when classified, else a reason from plantray.reasons
 CONFIDENCE = "confidence"
 TOPK_NAMES, TOPK_CONFIDENCE = "topk_scientificName", "topk_confidence"
 TAXON_RANK = "taxonRank"
+# The publisher's own name of the occurrence, compared with the prediction: a Darwin Core Archive's core
+# scientificName (sources.dwcameta) or a manifest's scientificName renamed as an input column.
+PUBLISHER_NAMES = ("publisherScientificName", "input_scientificName")
+PUBLISHER_AGREEMENT = "publisher_agreement"
+SAME_SPECIES, SAME_GENUS, DIFFERENT, NO_PUBLISHER_NAME = "same species", "same genus", "different", \
+    "no publisher name"
+INPUT_TAXON_ID = "input_" + TAXON_ID  # the publisher's taxonID, kept apart from the predicted one
 MODEL_NAME, MODEL_VERSION, MODEL_SHA256 = "model_name", "model_version", "model_sha256"
 PREDICTION_COLUMNS = (SCIENTIFIC_NAME, CONFIDENCE, TOPK_NAMES, TOPK_CONFIDENCE, TAXON_RANK, GENUS, FAMILY,
-                      MODEL_NAME, MODEL_VERSION, MODEL_SHA256)
+                      TAXON_ID, SCIENTIFIC_NAME_ID, PUBLISHER_AGREEMENT, MODEL_NAME, MODEL_VERSION, MODEL_SHA256)
 # Darwin Core identification terms added to every prediction (plantray.darwincore.terms)
 DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificationRemarks",
              "identificationVerificationStatus", "identificationType", "kingdom", TAXON_RANK)
+# Machine-identification metadata (plantray.darwincore.terms): identifiedByID and identificationReferences
+# are Darwin Core terms; the method and probability are Camtrap DP's observation fields.
+IDENTIFIED_BY_ID, IDENTIFICATION_REFERENCES = "identifiedByID", "identificationReferences"
+CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY = "classificationMethod", "classificationProbability"
+MACHINE_TERMS = (IDENTIFIED_BY_ID, IDENTIFICATION_REFERENCES, CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY)
 # Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
-RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, ERROR})
+RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR})
+
+# The embeddings dataset (--embeddings): keyed like the predictions, one row per decoded image
+EMBEDDING = "embedding"  # fixed_size_list<float16>[feature size]: the input of the classifier head
 
 # Calibration columns of evaluate's per-image rows (the calibrated top-1 is topk_confidence[0]); the
 # ``uncalibrated_`` ones are the same from the raw softmax (temperature 1), so one run reports both.

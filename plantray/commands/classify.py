@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 from plantray.commands.options import (
     InferenceOptions,
+    check_embeddings,
     check_identification_options,
     check_model_options,
+    embeddings_summary,
     identifications,
     location_prior,
     prior_lines,
@@ -67,6 +69,7 @@ def validate(cfg: ClassifyConfig):
     source = open_source(cfg.input)
     source.check()
     _check_output(cfg)
+    check_embeddings(cfg, cfg.output, cfg.overwrite or cfg.resume)
     if cfg.aggregate == "occurrence" and GBIF_ID not in source.columns():
         raise ConfigError("--aggregate occurrence needs a gbifID column: use a Darwin Core Archive or a "
                           "manifest with gbifID")
@@ -144,6 +147,8 @@ def classify(cfg: ClassifyConfig) -> dict:
     started = utc_now()
     if cfg.overwrite:
         storage.remove(cfg.output)
+        if cfg.embeddings:
+            storage.remove(cfg.embeddings)
     start = time.perf_counter()
     rows, progress, input_stats = read_input(cfg, artifact, source)
     resumed = run_chunks(cfg, artifact, plan, rows, progress, started, prior)
@@ -152,6 +157,8 @@ def classify(cfg: ClassifyConfig) -> dict:
                    plan=plan.__dict__, input_stats=input_stats, chunks=progress["chunks"], resumed=resumed)
     if prior is not None:
         summary["prior"] = prior_summary(prior, cfg.output)
+    if cfg.embeddings:
+        summary["embeddings"] = embeddings_summary(cfg.embeddings)
     if cfg.aggregate == "occurrence":
         summary["occurrences"] = aggregate(cfg)
     write_run_record(cfg.output, "classify", cfg, summary, started)
@@ -249,6 +256,8 @@ def format_summary(summary: dict) -> str:
                      f"({resumed['rows_committed_before']} rows) were committed before; ran the rest")
     for reason, count in summary["failures_by_reason"].items():
         lines.append(f"  failed: {count:>8}  {reason}")
+    if emb := summary.get("embeddings"):
+        lines.append(f"  embeddings: {emb['rows']} vectors -> {emb['uri']} ({emb['files']} files)")
     for reason, count in summary.get("input_stats", {}).get("skipped", {}).items():
         lines.append(f"  skipped in input: {count:>8}  {reason}")
     lines += prior_lines(summary.get("prior"))

@@ -20,6 +20,10 @@ class ModelCreateConfig(JobConfig):
     image_size: int = field(224, help="network input size (centre crop)")
     name: str | None = field(None, help="model name recorded in the card and identifiedBy")
     version: str | None = field(None, help="model version (default: creation date)")
+    doi: str | None = field(None, help="DOI of the published model and card (e.g. 10.5281/zenodo.123): becomes "
+                            "identifiedByID of every identification")
+    url: str | None = field(None, help="URL where the model and its card are described: identifiedByID when no "
+                            "--doi, and identificationReferences")
     overwrite: bool = field(False, help="replace an existing model directory")
 
 
@@ -42,7 +46,7 @@ def create_model(cfg: ModelCreateConfig) -> dict:
     model, provenance = build_model(cfg.arch, len(labels), cfg.weights)
     preset = EvalPreset(crop_size=cfg.image_size, resize_size=round(cfg.image_size * 256 / 224))
     card = make_card(cfg.arch, labels, preset, provenance, cfg.name, cfg.version,
-                     training=None, labels_source=cfg.labels)
+                     training=None, labels_source=cfg.labels, doi=cfg.doi, url=cfg.url)
     card = save_artifact(cfg.out, model, labels, card)
     write_run_record(cfg.out, "model create", cfg, {"model": cfg.out, "sha256": card["weights"]["sha256"]}, started)
     return card

@@ -39,8 +39,10 @@ from dataclasses import dataclass
 
 from plantray.commands.options import (
     InferenceOptions,
+    check_embeddings,
     check_identification_options,
     check_model_options,
+    embeddings_summary,
     identifications,
     location_prior,
     prior_lines,
@@ -98,6 +100,7 @@ def validate(cfg: NightlyConfig) -> tuple:
         since = since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)
     tbl.check_location(cfg.table)
     tbl.check_layout(cfg.table)
+    check_embeddings(cfg, cfg.table, overwrite=True)  # each night adds its files to the same dataset
     artifact = load_artifact(cfg.model)
     source = open_source(cfg.input)
     source.check()
@@ -172,6 +175,8 @@ def _manifest(cfg: NightlyConfig, artifact, run_id: str, attempt: str, counts: d
                          "version": artifact.card["version"]},
                "input": cfg.input, "table": cfg.table, "counts": counts, "files": files,
                "timings": {k: round(v, 2) for k, v in timings.items()}, "garbage_collected": collected}
+    if cfg.embeddings:
+        summary["embeddings"] = embeddings_summary(cfg.embeddings)
     write_run_record(storage.join(cfg.table, tbl.RUNS, run_id), "nightly", cfg, summary, started)
     return summary
 

@@ -68,6 +68,8 @@ class InferenceOptions(ModelOptions):
                                   "and family at the larger of this and --rollup-threshold; when no rank reaches it "
                                   "the row keeps its top-k but scientificName/taxonRank are null (counted as "
                                   "unknown; 0 = off)")
+    embeddings: str | None = field(None, help="also write each decoded image's penultimate-layer vector (float16) "
+                                   "to this Parquet dataset, keyed like the predictions (near-duplicate search)")
 
 
 def check_model_options(cfg: ModelOptions) -> None:
@@ -164,4 +166,36 @@ def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str, pri
 
     return identify(ds, artifact, plan, load_options(cfg), cfg.decode_batch_size, top_k=cfg.top_k,
                     rollup_threshold=cfg.rollup_threshold, now_iso=now_iso, prior=prior,
-                    min_confidence=cfg.min_confidence)
+                    min_confidence=cfg.min_confidence, embeddings=cfg.embeddings)
+
+
+def check_embeddings(cfg: InferenceOptions, output: str, overwrite: bool) -> None:
+    """Refuses an ``--embeddings`` location that is the predictions' own or (without ``overwrite``) holds data.
+
+    Raises:
+        ConfigError: naming the flag and the fix.
+    """
+    from plantray import storage
+
+    if not cfg.embeddings:
+        return
+    check([(cfg.embeddings.rstrip("/") != output.rstrip("/"),
+            f"--embeddings {cfg.embeddings!r} is the predictions' location; give a directory of its own")])
+    if storage.holds_data(cfg.embeddings) and not overwrite:
+        raise ConfigError(f"--embeddings {cfg.embeddings!r} already holds data; choose a new location or pass "
+                          "--overwrite to replace it")
+
+
+def embeddings_summary(uri: str | None) -> dict | None:
+    """Files and rows of the embeddings dataset (footers only), or None when none was asked for."""
+    if not uri:
+        return None
+    import pyarrow.dataset as pads
+
+    from plantray import storage
+
+    if not storage.holds_data(uri):
+        return {"uri": uri, "files": 0, "rows": 0}
+    fs, path = storage.arrow_fs(uri)
+    dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    return {"uri": uri, "files": len(dataset.files), "rows": dataset.count_rows()}

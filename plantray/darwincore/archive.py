@@ -19,13 +19,19 @@ from plantray.inference.outputs import check_complete
 DWC = "http://rs.tdwg.org/dwc/terms/"
 DCT = "http://purl.org/dc/terms/"
 GBIF = "http://rs.gbif.org/terms/1.0/"
+# Camtrap DP defines classificationMethod/classificationProbability without term URIs (its table schema maps
+# only classifiedBy and classificationTimestamp to Darwin Core): the field's definition in the published
+# schema stands for the term.
+CAMTRAP_DP = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0/observations-table-schema.json#"
 OCCURRENCE_TERMS = {"gbifID": GBIF, "occurrenceID": DWC, "datasetKey": GBIF, "basisOfRecord": DWC,
                     "countryCode": DWC}
 # Identification History terms, in file order; image rights travel as dcterms (they describe the image).
 IDENTIFICATION_TERMS = {"identificationID": DWC, "scientificName": DWC, "taxonRank": DWC, "kingdom": DWC,
-                        "family": DWC, "genus": DWC, "identifiedBy": DWC, "dateIdentified": DWC,
-                        "identificationRemarks": DWC, "identificationVerificationStatus": DWC,
-                        "identificationReferences": DWC, "license": DCT, "rightsHolder": DCT, "creator": DCT}
+                        "family": DWC, "genus": DWC, "taxonID": DWC, "scientificNameID": DWC, "identifiedBy": DWC,
+                        "identifiedByID": DWC, "dateIdentified": DWC, "identificationRemarks": DWC,
+                        "identificationVerificationStatus": DWC, "identificationReferences": DWC,
+                        "classificationMethod": CAMTRAP_DP, "classificationProbability": CAMTRAP_DP,
+                        "license": DCT, "rightsHolder": DCT, "creator": DCT}
 REQUIRED = (col.IMAGE_URI, col.SCIENTIFIC_NAME, col.ERROR)
 _BATCH_ROWS = 10_000
 
@@ -82,7 +88,11 @@ def _line(values: list) -> bytes:
 def _identification(row: dict) -> dict:
     """Darwin Core Identification terms for one prediction row (computing those classify did not add)."""
     rank = row.get("taxonRank") or "species"
-    ident = {**row, "taxonRank": rank, "identificationReferences": row[col.IMAGE_URI]}
+    # Predictions of older plantray versions lack the references and the Camtrap DP method/probability.
+    ident = {**row, "taxonRank": rank,
+             "identificationReferences": row.get("identificationReferences") or row[col.IMAGE_URI],
+             "classificationMethod": row.get("classificationMethod") or "machine",
+             "classificationProbability": row.get("classificationProbability", row.get(col.CONFIDENCE))}
     if not row.get("identificationID"):
         ident["identificationID"] = identification_id(row.get(col.MODEL_SHA256) or "", row[col.IMAGE_URI])
     if not row.get("identificationRemarks") and row.get("confidence") is not None:

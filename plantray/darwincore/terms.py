@@ -66,6 +66,38 @@ def _display_name(model_name: str) -> str:
     return model_name if model_name.startswith("plantray") else f"plantray {model_name}"
 
 
+def model_reference(model_card: dict) -> tuple[str | None, str | None]:
+    """(identifiedByID, the model's description) from a card's ``doi`` and ``url`` (``model create --doi/--url``).
+
+    identifiedByID is the card's DOI as a resolvable URL, else its URL; the description is the URL (where the
+    model and its card are described), else the DOI's URL. Both None for a card that names neither.
+    """
+    doi, url = model_card.get("doi"), model_card.get("url")
+    doi_url = (doi if doi.startswith("http") else f"https://doi.org/{doi}") if doi else None
+    return doi_url or url, url or doi_url
+
+
+def machine_columns(table: pa.Table, model_card: dict) -> dict[str, pa.Array]:
+    """The machine-identification metadata of a predictions batch (classified rows; null where ``error``).
+
+    ``identifiedByID`` and ``identificationReferences`` (the image, then the model's description, joined by
+    Darwin Core's `` | `` list separator) are Darwin Core terms; ``classificationMethod`` (``machine``) and
+    ``classificationProbability`` (the confidence, 0-1) are Camtrap DP's observation fields, which GBIF's
+    Camtrap DP to Darwin Core conversion reads.
+    """
+    by_id, described = model_reference(model_card)
+    ok = [not _failed(e) for e in table.column(col.ERROR).to_pylist()]
+    uris = table.column(col.IMAGE_URI).to_pylist()
+    conf = table.column(col.CONFIDENCE).to_pylist()
+    return {
+        col.IDENTIFIED_BY_ID: pa.array([by_id if good else None for good in ok], pa.string()),
+        col.IDENTIFICATION_REFERENCES: pa.array([" | ".join(filter(None, (str(u), described))) if good else None
+                                                 for u, good in zip(uris, ok)], pa.string()),
+        col.CLASSIFICATION_METHOD: pa.array(["machine" if good else None for good in ok], pa.string()),
+        col.CLASSIFICATION_PROBABILITY: pa.array([c if good else None for c, good in zip(conf, ok)], pa.float32()),
+    }
+
+
 def _failed(error) -> bool:
     if error is None:
         return False
@@ -184,4 +216,6 @@ def add_terms(table: pa.Table, model_card: dict, now_iso: str, min_confidence: f
             out = out.set_column(out.schema.get_field_index(name), name, array)
         else:
             out = out.append_column(name, array)
+    for name, array in machine_columns(table, model_card).items():
+        out = out.append_column(name, array)
     return out.append_column(col.ERROR, error)

@@ -9,14 +9,19 @@ failed upstream pass through with null prediction columns, so none is ever dropp
 
 from __future__ import annotations
 
+import io
 import json
+import uuid
 from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from plantray import columns as col
+from plantray import storage
 from plantray.images.loader import stack_pixels
+from plantray.inference.agreement import agreement
 from plantray.inference.prior import Prior, drop_zero_ranks
 from plantray.inference.ranking import rollup, top_k_indices, withhold
 from plantray.model.artifact import load_artifact
@@ -47,18 +52,23 @@ class Predictor:
             its top-k but gets no name or rank (an honest "unknown"). Implies the roll-up at this threshold.
         finish: applied to each output batch (e.g. :func:`plantray.darwincore.terms.add_terms`).
         prior: a location prior (:class:`plantray.inference.prior.Prior`) applied before ranking.
+        embeddings: directory/prefix where each batch's penultimate-layer vectors are written (see
+            :meth:`write_embeddings`); None writes none.
     """
 
     def __init__(self, model_uri: str, top_k: int = 5, use_gpu: bool = False, precision: str = "fp32",
                  threads: int | None = None, crops: int = 1, rollup_threshold: float = 0.0,
                  min_confidence: float = 0.0, finish: Callable[[pa.Table], pa.Table] | None = None,
-                 prior: Prior | None = None):
+                 prior: Prior | None = None, embeddings: str | None = None):
         self.artifact = load_artifact(model_uri)
         self.labels = self.artifact.labels
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
         self.top_k, self.crops = min(top_k, len(self.labels)), crops
         self.rollup_threshold, self.finish = rollup_threshold, finish
         self.temperature = self.artifact.temperature  # 1.0 for a model never calibrated
+        self.embeddings = embeddings
+        if embeddings:
+            self.net.keep_features()
         self.metadata = {col.CARD_METADATA_KEY: json.dumps(self.artifact.card).encode(),
                          col.PRECISION_METADATA_KEY: self.net.precision.encode(),
                          col.CALIBRATION_METADATA_KEY: json.dumps(self.artifact.calibration
@@ -73,6 +83,8 @@ class Predictor:
         size = self.net.preset.crop_size
         images, rows = stack_pixels(table.column(col.PIXELS), (self.crops, size, size, 3))
         probs = self.probabilities(images, len(rows))
+        if self.embeddings and len(rows):
+            self.write_embeddings(table, rows)
         probs, prior_columns = self.apply_prior(table, probs, rows)
         out = table.drop_columns([col.PIXELS, col.ERROR, col.SOURCE_COLUMN])
         for name, array in self.trim_ranking({**self.columns(table, probs, rows), **prior_columns}).items():
@@ -110,6 +122,35 @@ class Predictor:
         return {**columns, col.TOPK_NAMES: pa.array(names, pa.list_(pa.string())),
                 col.TOPK_CONFIDENCE: pa.array(conf, pa.list_(pa.float32()))}
 
+    def write_embeddings(self, table: pa.Table, rows: np.ndarray) -> str:
+        """Writes the batch's decoded images' penultimate-layer vectors (the same forward as the probabilities,
+        averaged over each image's crops) as one Parquet file ``<embeddings>/part-<id>.parquet``.
+
+        Written here, by the actor, so the pipeline runs once and the prediction rows stay small: Ray Data
+        has one sink per dataset, and splitting the vectors off the predictions downstream would mean
+        materialising both. The file name derives from the model and the batch's images, so a retried batch
+        rewrites its file instead of adding a duplicate.
+
+        Args:
+            table: the batch (``image_uri``, ``gbifID`` when present).
+            rows: indexes of the decoded images in ``table``.
+        Returns:
+            The file's URI. Columns: ``image_uri``, ``gbifID`` (when the input has it), ``model_sha256``,
+            ``embedding`` (fixed-size list of float16, the network's feature size).
+        """
+        feats = self.net.features.view(len(rows), self.crops, -1).mean(dim=1).numpy().astype(np.float16)
+        keys = [c for c in (col.IMAGE_URI, col.GBIF_ID) if c in table.column_names]
+        out = pa.table({c: table.column(c).take(pa.array(rows)) for c in keys})
+        out = out.append_column(col.MODEL_SHA256, pa.array([self.artifact.sha256] * len(rows), pa.string()))
+        out = out.append_column(col.EMBEDDING, pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()),
+                                                                                 feats.shape[1]))
+        name = uuid.uuid5(uuid.NAMESPACE_URL, "\n".join([self.artifact.sha256, *out.column(0).to_pylist()]))
+        buf = io.BytesIO()
+        pq.write_table(out, buf, compression="zstd")
+        uri = storage.join(self.embeddings, f"part-{name}.parquet")
+        storage.write_bytes(uri, buf.getvalue())
+        return uri
+
     def columns(self, table: pa.Table, probs: np.ndarray, rows: np.ndarray) -> dict[str, pa.Array]:
         """The prediction columns of classify and nightly (see columns.PREDICTION_COLUMNS)."""
         n, names = table.num_rows, self.labels.names
@@ -130,11 +171,30 @@ class Predictor:
             cols[col.FAMILY] = pa.array(scatter([self.labels.family[i] for i in top1], rows, n), pa.string())
         if self.rollup_threshold > 0 or self.min_confidence > 0:
             cols.update(self._rollup_columns(probs, rows, n))
+        cols.update(self._taxon_columns(table, cols[col.SCIENTIFIC_NAME], cols[col.TAXON_RANK], rows))
         card = self.artifact.card
         for key, value in ((col.MODEL_NAME, card["name"]), (col.MODEL_VERSION, card["version"]),
                            (col.MODEL_SHA256, self.artifact.sha256)):
             cols[key] = pa.array([value] * n, pa.string())
         return cols
+
+    def _taxon_columns(self, table: pa.Table, names: pa.Array, ranks: pa.Array, rows: np.ndarray) -> dict:
+        """The reported species' taxonID and scientificNameID (from the labels; null at genus/family rank), and
+        ``publisher_agreement`` with the input's own scientificName (null for rows that failed)."""
+        index = {name: i for i, name in enumerate(self.labels.names)}
+        names, ranks = names.to_pylist(), ranks.to_pylist()
+        species = [index[nm] if rk == "species" and nm in index else None for nm, rk in zip(names, ranks)]
+        publisher = next((table.column(c).to_pylist() for c in col.PUBLISHER_NAMES if c in table.column_names),
+                         [None] * table.num_rows)
+        ok = np.zeros(table.num_rows, bool)
+        ok[rows] = True
+        return {
+            col.TAXON_ID: pa.array([self.labels.taxon_id[i] if i is not None else None for i in species], pa.string()),
+            col.SCIENTIFIC_NAME_ID: pa.array([self.labels.scientific_name_id[i] if i is not None else None
+                                              for i in species], pa.string()),
+            col.PUBLISHER_AGREEMENT: pa.array([agreement(nm, rk, pub) if good else None
+                                               for nm, rk, pub, good in zip(names, ranks, publisher, ok)], pa.string()),
+        }
 
     def _rollup_columns(self, probs: np.ndarray, rows: np.ndarray, n: int) -> dict[str, pa.Array]:
         """Names at the most specific rank whose probability clears the threshold (inference.ranking).

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from plantray import storage
 from plantray.config import ConfigError
 
-LABEL_COLUMNS = ("scientificName", "genus", "family", "taxonID", "train_images")
+# Older label files have a prefix of these columns (or only scientificName); every column but the name is optional.
+LABEL_COLUMNS = ("scientificName", "genus", "family", "taxonID", "train_images", "scientificNameID",
+                 "acceptedNameUsage")
 
 
 @dataclass
@@ -21,10 +23,12 @@ class Labels:
     family: list[str | None] = field(default_factory=list)
     taxon_id: list[str | None] = field(default_factory=list)
     train_images: list[int | None] = field(default_factory=list)
+    scientific_name_id: list[str | None] = field(default_factory=list)
+    accepted_name: list[str | None] = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.names)
-        for name in ("genus", "family", "taxon_id", "train_images"):
+        for name in ("genus", "family", "taxon_id", "train_images", "scientific_name_id", "accepted_name"):
             if not getattr(self, name):
                 setattr(self, name, [None] * n)
 
@@ -40,6 +44,10 @@ class Labels:
         return any(self.family)
 
     @property
+    def has_taxon_ids(self) -> bool:
+        return any(self.taxon_id)
+
+    @property
     def has_counts(self) -> bool:
         return all(c is not None for c in self.train_images)
 
@@ -48,7 +56,8 @@ class Labels:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(LABEL_COLUMNS)
-        for row in zip(self.names, self.genus, self.family, self.taxon_id, self.train_images):
+        for row in zip(self.names, self.genus, self.family, self.taxon_id, self.train_images,
+                       self.scientific_name_id, self.accepted_name):
             writer.writerow(["" if v is None else v for v in row])
         return buf.getvalue()
 
@@ -58,8 +67,8 @@ def _none(value: str | None) -> str | None:
 
 
 def parse_labels(text: str, source: str = "labels") -> Labels:
-    """Parses a labels CSV (``scientificName`` column, optional genus/family/taxonID/train_images)
-    or a plain text file with one scientific name per line.
+    """Parses a labels CSV (``scientificName`` column, optional genus/family/taxonID/train_images/
+    scientificNameID/acceptedNameUsage) or a plain text file with one scientific name per line.
 
     Raises:
         ConfigError: no labels, duplicates, or a CSV without ``scientificName``.
@@ -73,8 +82,9 @@ def parse_labels(text: str, source: str = "labels") -> Labels:
             raise ConfigError(f"{source}: CSV has no 'scientificName' column (header: {lines[0]!r})")
         names = [r["scientificName"].strip() for r in rows]
         counts = [int(r["train_images"]) if _none(r.get("train_images")) else None for r in rows]
-        labels = Labels(names, [_none(r.get("genus")) for r in rows], [_none(r.get("family")) for r in rows],
-                        [_none(r.get("taxonID")) for r in rows], counts)
+        text_col = {c: [_none(r.get(c)) for r in rows] for c in LABEL_COLUMNS if c != "train_images"}
+        labels = Labels(names, text_col["genus"], text_col["family"], text_col["taxonID"], counts,
+                        text_col["scientificNameID"], text_col["acceptedNameUsage"])
     else:
         labels = Labels([ln.strip() for ln in lines])
     dupes = {n for n in labels.names if labels.names.count(n) > 1}

@@ -168,6 +168,22 @@ class Network:
             set_head(self.model, FP32Head(head))
         # channels_last lets cuDNN/oneDNN pick their fastest convolution kernels.
         self.model = self.model.to(memory_format=torch.channels_last)
+        self.features: torch.Tensor | None = None
+
+    @property
+    def feature_size(self) -> int:
+        """Size of the penultimate-layer vector: the classifier head's input."""
+        return self.model.get_submodule(head_name(self.model)).in_features
+
+    def keep_features(self) -> None:
+        """From now on each forward also keeps the classifier head's input (the pooled penultimate-layer
+        features, float32 ``[N, feature_size]`` on CPU) in :attr:`features`: embeddings and logits come from
+        the same forward pass. A forward pre-hook on the head (the last ``nn.Linear``) sees it for any
+        torchvision classifier, inside the fp32 head of a bf16 network too."""
+        def store(_module, args):
+            self.features = args[0].detach().float().cpu()
+
+        self.model.get_submodule(head_name(self.model)).register_forward_pre_hook(store)
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray) -> torch.Tensor:

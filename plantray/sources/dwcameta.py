@@ -263,3 +263,33 @@ def open_member(archive: str, member: str):
                 raise FileNotFoundError(member)
             with tf.extractfile(info) as f:
                 yield f
+
+
+def read_core_spec(uri: str, row_type: str, where: str | None = None) -> FileSpec:
+    """The core file of an archive whose core is ``row_type`` (e.g. a Taxon checklist such as the GBIF
+    Backbone Taxonomy), with every mapped term: ``columns`` maps term local names to column indexes.
+
+    Args:
+        uri: the archive (``.zip``, ``.tar.gz``/``.tgz`` or a directory holding ``meta.xml``).
+        row_type: the core rowType required, e.g. ``http://rs.tdwg.org/dwc/terms/Taxon``.
+        where: how messages name the archive.
+    Raises:
+        ConfigError: no meta.xml, another core, or a core file missing from the archive.
+    """
+    where = where or f"archive {uri!r}"
+    root, sizes = _parse(uri, where)
+    core = next((c for c in root if _tag(c) == "core"), None)
+    if core is None or core.get("rowType") != row_type:
+        found = core.get("rowType") if core is not None else None
+        raise ConfigError(f"{where}: the archive's core is {found!r}, not {row_type}")
+    key = next((c for c in core if _tag(c) == "id"), None)
+    columns = {local_name(f.get("term", "")): int(f.get("index")) for f in core
+               if _tag(f) == "field" and f.get("index") is not None}
+    if key is not None and key.get("index") is not None:
+        columns.setdefault("taxonID", int(key.get("index")))  # a Taxon core's id is its taxonID
+    locations = [loc.text.strip() for loc in core.iter() if _tag(loc) == "location" and loc.text]
+    if len(locations) != 1:
+        raise ConfigError(f"{where}: the core must name exactly one file (it names {locations})")
+    spec = FileSpec(uri, locations[0], "core", columns=columns, **_dialect(core, where))
+    _locate([spec], sizes, where)
+    return spec

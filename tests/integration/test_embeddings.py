@@ -1,0 +1,74 @@
+"""``--embeddings``: each decoded image's penultimate-layer vector, from the same forward as its prediction,
+in a separate Parquet dataset keyed like the predictions; read back with pyarrow and checked against an
+independent torchvision forward."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import torch
+import torchvision
+import torchvision.transforms.functional as TF
+
+from plantray.cli import main
+from plantray.images.loader import EvalView, load_batch
+from plantray.images.presets import EvalPreset
+from tests.helpers import SPECIES, jpeg_bytes, read_output, tiny_model, write
+
+RESNET18_FEATURES = 512  # torchvision resnet18: fc.in_features
+
+
+def test_classify_writes_embeddings_keyed_like_predictions(ray_session, tmp_path):
+    model = str(tmp_path / "model")
+    card = tiny_model(model)
+    images = [write(f"{tmp_path}/imgs/{i}.jpg", jpeg_bytes(40 + 9 * i, 50, seed=50 + i)) for i in range(7)]
+    bad = [write(f"{tmp_path}/imgs/empty.jpg", b""), f"{tmp_path}/imgs/missing.jpg"]
+    manifest = str(tmp_path / "m.parquet")
+    pq.write_table(pa.table({"image_uri": images + bad, "gbifID": [f"g{i}" for i in range(len(images) + 2)]}),
+                   manifest)
+    out, emb = str(tmp_path / "out"), str(tmp_path / "emb")
+    assert main(["classify", "--model", model, "--input", manifest, "--output", out, "--embeddings", emb,
+                 "--batch-size", "3", "--num-actors", "1", "--precision", "fp32"]) == 0
+
+    preds = read_output(out)
+    dataset = pads.dataset(emb, format="parquet")
+    table = dataset.to_table()
+    # one row per successfully decoded image, keys as in the predictions
+    ok = [r for r in preds.to_pylist() if r["error"] is None]
+    assert len(ok) == len(images) and table.num_rows == len(images)
+    assert sorted(table.column("image_uri").to_pylist()) == sorted(images)
+    keys = {(r["image_uri"], r["gbifID"], r["model_sha256"]) for r in ok}
+    assert set(zip(*(table.column(c).to_pylist() for c in ("image_uri", "gbifID", "model_sha256")))) == keys
+    assert set(table.column("model_sha256").to_pylist()) == {card["weights"]["sha256"]}
+    # float16 vectors of the network's feature size
+    assert table.schema.field("embedding").type == pa.list_(pa.float16(), RESNET18_FEATURES)
+
+    # independent: torchvision's resnet18 with the head removed, on the pixels the loader gives the model
+    # (at 32 px, PIL's and the loader's resizing differ by more than the float16 rounding checked here)
+    net = torchvision.models.resnet18(num_classes=len(SPECIES))
+    net.load_state_dict(torch.load(os.path.join(model, "weights.pt"), weights_only=True))
+    net.fc = torch.nn.Identity()
+    net.eval()
+    got = dict(zip(table.column("image_uri").to_pylist(), table.column("embedding").to_pylist()))
+    view = EvalView(EvalPreset.from_dict(card["input"]))
+    pixels = load_batch(pa.table({"image_uri": images, "_source": images}), view).column("_pixels").to_pylist()
+    for p, px in zip(images, pixels):
+        x = torch.from_numpy(np.frombuffer(px, np.uint8).reshape(32, 32, 3).copy()).permute(2, 0, 1) / 255.0
+        x = TF.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        with torch.no_grad():
+            expected = net(x[None])[0].numpy()
+        # float16 keeps 11 significant bits: relative error <= 2**-11
+        np.testing.assert_allclose(np.asarray(got[p], np.float32), expected, rtol=2**-10, atol=1e-4)
+
+    # a second run into the same place is refused, and --overwrite replaces both datasets
+    assert main(["classify", "--model", model, "--input", manifest, "--output", str(tmp_path / "o2"),
+                 "--embeddings", emb]) == 2
+    assert main(["classify", "--model", model, "--input", manifest, "--output", out, "--embeddings", out,
+                 "--overwrite"]) == 2
+    assert main(["classify", "--model", model, "--input", manifest, "--output", out, "--embeddings", emb,
+                 "--overwrite", "--num-actors", "1"]) == 0
+    assert pads.dataset(emb, format="parquet").count_rows() == len(images)
