@@ -41,22 +41,37 @@ def ray_session(s3_server):
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A real S3 endpoint (moto server mode) on 127.0.0.1; AWS_* variables point every client at it.
+    """A real S3 endpoint (moto's server) on 127.0.0.1; AWS_* variables point every client at it.
 
+    The server runs in its own process: delta-rs (the nightly table) holds the GIL during some of its
+    calls, so a server thread inside the test process would not answer them until they time out.
     Yields the endpoint URL.
     """
-    from moto.server import ThreadedMotoServer
+    import subprocess
+    import sys
+    import time
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:  # bounded wait until it accepts connections
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"moto's S3 server did not start on 127.0.0.1:{port}") from None
+            time.sleep(0.2)
     url = f"http://127.0.0.1:{port}"
     env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield url
-    server.stop()
+    server.terminate()
+    server.wait(timeout=30)
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
