@@ -200,13 +200,7 @@ class RayCluster:
         self.root = Path(tempfile.mkdtemp(prefix="rmn", dir="/tmp"))
         deadline = time.monotonic() + self.timeout
         try:
-            port, dash = free_port(), free_port()
-            self.gcs_address, self.dashboard_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
-            self.head = self._launch("head", [
-                "--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-            ])
-            self._wait_jobs_api(deadline)
+            self._start_head(deadline)
             for i in range(self.num_workers):
                 self.workers.append(self._launch(f"worker-{i}", [f"--address={self.gcs_address}"]))
             self._wait_nodes(deadline)
@@ -214,6 +208,27 @@ class RayCluster:
             self.stop()
             raise
         return self
+
+    def _start_head(self, deadline: float, attempts: int = 3) -> None:
+        """Starts the head and waits for its Jobs API, retrying when it dies on start-up.
+
+        Why: Ray's dashboard gives each of its modules a fixed 30 s to start; on a loaded 2-core machine one
+        sometimes misses it and ``ray start --head`` exits. A fresh head (new ports) usually makes it.
+        """
+        for attempt in range(attempts):
+            port, dash = free_port(), free_port()
+            self.gcs_address, self.dashboard_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+            self.head = self._launch("head", [
+                "--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
+            ])
+            try:
+                self._wait_jobs_api(deadline)
+                return
+            except Exception:
+                self.head.stop()
+                if attempt == attempts - 1:
+                    raise
 
     def stop(self) -> None:
         """End every process this cluster started (workers first) and remove its temp dir."""
