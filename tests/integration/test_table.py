@@ -103,6 +103,7 @@ def _old_layout(root, uris: list[str], sha: str) -> str:
                  "rows": len(part), "failed": 0, "seq": seq, "committed_at": f"2024-0{seq}-01T00:00:00Z"}
         write(os.path.join(table, "_log", f"{seq:020d}.json"), json.dumps(entry).encode())
     # An attempt that never committed: migrate must not add it.
+    os.makedirs(os.path.join(table, "data", "d3", "a3"), exist_ok=True)
     pq.write_table(pa.table({"image_uri": ["ghost"]}), os.path.join(table, "data", "d3", "a3", "part-0.parquet"))
     return table
 
