@@ -308,7 +308,8 @@ def format_summary(summary: dict) -> str:
     if summary["status"] == "noop":
         return f"run {summary['run_id']}: nothing to do (covered by table version {summary['commit_seq']})"
     c = summary["counts"]
-    lines = [f"run {summary['run_id']}: committed table versions {_span(summary['versions'])} to {summary['table']}: "
+    versions = _span(summary.get("versions") or [summary["commit_seq"]])
+    lines = [f"run {summary['run_id']}: committed table versions {versions} to {summary['table']}: "
              f"{c['new']} new of {c['input_rows']} input rows ({c['skipped_done']} already done, "
              f"{c['failed']} failed) in {summary['timings']['classify_s']} s"]
     for reason, count in c["failures_by_reason"].items():

@@ -90,7 +90,8 @@ def test_trains_and_classifies_held_out_images(data, tmp_path, ray_session):
     manifest = pq.read_table(data / "train_plus.parquet").column("scientificName").to_pylist()
     expected = collections.Counter(manifest)
     rows = (out / "labels.csv").read_text().splitlines()
-    got = {r.split(",")[0]: int(r.split(",")[-1]) for r in rows[1:]}
+    header = rows[0].split(",")  # the per-class training counts, by column name (taxon columns follow them)
+    got = {r.split(",")[0]: int(r.split(",")[header.index("train_images")]) for r in rows[1:]}
     assert got == dict(expected) and rows[0].startswith("scientificName")
     # Loss falls; one metrics row per epoch; a real PNG curve.
     history = read_jsonl(out / "metrics.jsonl")
