@@ -18,7 +18,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check plantray jobs tests bench
 
 test: lint
-	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest -q -rs tests
+	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest -q -rs --durations=25 tests
 
 # The fast subset: pure functions, no Ray, no servers (seconds).
 test-unit: $(STAMP)

@@ -89,7 +89,7 @@ def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
     model = _model(s3, tmp_path, "nj-model")
     table = f"s3://{BUCKET}/nj-table"
     command = (f"python jobs/nightly.py --model {model} --input s3://{BUCKET}/nj/manifest.parquet --table {table} "
-               "--run-id night1 --batch-size 4 --decode-batch-size 4 --stale-hours 0")
+               "--run-id night1 --batch-size 4 --decode-batch-size 4 --stale-hours 0 --min-actors 2")
     client, job_id = _submit(cluster, command)
     deadline = time.monotonic() + 120
     while not _worker_busy(cluster):

@@ -249,7 +249,11 @@ def test_duration_covers_every_invocation_after_sigkill(data, tmp_path):
     # once its time has been recorded past that point (it records every few seconds).
     first = _Driver(args)
     start1 = first.wait("training line", lambda: first.seen("INFO plantray.commands.train: training"))
-    end1 = first.wait("epoch 2 checkpoint", lambda: (run_dir / "epoch_0002").exists() and time.monotonic())
+    # The epoch directory appears while it is still being written; Ray Train registers it (and a restart
+    # restores it) only once its checkpoint manager's snapshot names it.
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    end1 = first.wait("epoch 2 checkpoint", lambda: snapshot.exists() and "epoch_0002" in snapshot.read_text()
+                      and time.monotonic())
     wall_end1 = time.time()
     first.wait("time recorded", lambda: ledger.exists() and ledger.stat().st_mtime > wall_end1 + 0.5)
     first.kill_tree()
