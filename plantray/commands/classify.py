@@ -22,6 +22,7 @@ from plantray.commands.options import (
     check_embeddings,
     check_identification_options,
     check_model_options,
+    chunk_embeddings,
     embeddings_summary,
     identifications,
     location_prior,
@@ -207,7 +208,8 @@ def run_chunks(cfg: ClassifyConfig, artifact, plan, rows, progress: dict, starte
     for chunk in range(progress["chunks"]):
         if chunk in done:
             continue
-        preds = identifications(chunk_rows(rows, chunk), cfg, artifact, plan, started, prior)
+        preds = identifications(chunk_rows(rows, chunk), cfg, artifact, plan, started, prior,
+                                chunk_embeddings(cfg, f"chunk-{chunk:06d}"))
         outputs.write_predictions(preds, outputs.staging_dir(cfg.output, chunk), cfg.rows_per_file)
         files = outputs.publish_chunk(cfg.output, chunk)
         log.info("classify: chunk %d/%d committed (%d files)", chunk + 1, progress["chunks"], len(files))

@@ -42,6 +42,7 @@ from plantray.commands.options import (
     check_embeddings,
     check_identification_options,
     check_model_options,
+    chunk_embeddings,
     embeddings_summary,
     identifications,
     location_prior,
@@ -277,7 +278,8 @@ def _run_chunk(cfg, artifact, part, snap, plan, run_id, attempt, chunk, chunks, 
     from plantray.storage import table as tbl
 
     start = time.perf_counter()
-    preds = identifications(part, cfg, artifact, plan, started, geo)
+    preds = identifications(part, cfg, artifact, plan, started, geo,
+                            chunk_embeddings(cfg, run_id, f"chunk-{chunk:06d}"))
     preds = preds.map_batches(_with_run, fn_args=(run_id, chunk), batch_format="pyarrow", zero_copy_batch=True)
     write_predictions(preds, tbl.attempt_dir(cfg.table, run_id, attempt, chunk), cfg.rows_per_file)
     files, stats = _chunk_stats(cfg, run_id, attempt, chunk, time.perf_counter() - start)

@@ -160,13 +160,32 @@ def load_options(cfg: ModelOptions):
                        http_per_host=cfg.http_per_host, image_cache=cfg.image_cache)
 
 
-def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str, prior=None):
-    """The model stage of classify and nightly (:func:`plantray.darwincore.identify.identify`)."""
+def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str, prior=None, embeddings=None):
+    """The model stage of classify and nightly (:func:`plantray.darwincore.identify.identify`).
+
+    ``embeddings``: where this chunk's vectors go (:func:`chunk_embeddings`); None: none are written.
+    """
     from plantray.darwincore.identify import identify
 
     return identify(ds, artifact, plan, load_options(cfg), cfg.decode_batch_size, top_k=cfg.top_k,
                     rollup_threshold=cfg.rollup_threshold, now_iso=now_iso, prior=prior,
-                    min_confidence=cfg.min_confidence, embeddings=cfg.embeddings)
+                    min_confidence=cfg.min_confidence, embeddings=embeddings)
+
+
+def chunk_embeddings(cfg: InferenceOptions, *parts: str) -> str | None:
+    """One chunk's own directory under ``--embeddings`` (``parts``, e.g. ``chunk-000003``), emptied first.
+
+    Run only for a chunk not yet committed, so whatever is there came from an attempt killed before its
+    commit. The actors name each file after its batch's images, and a recomputed chunk need not batch its
+    rows the same way, so without this a crash and resume could leave two vectors for one image.
+    """
+    if not cfg.embeddings:
+        return None
+    from plantray import storage
+
+    where = storage.join(cfg.embeddings, *parts)
+    storage.remove(where)
+    return where
 
 
 def check_embeddings(cfg: InferenceOptions, output: str, overwrite: bool) -> None:

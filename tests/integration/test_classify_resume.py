@@ -90,11 +90,11 @@ CASES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(CASES))
 def test_kill_then_resume_every_row_once(data, tmp_path, point, capsys):
-    out = str(tmp_path / "out")
+    out, emb = str(tmp_path / "out"), str(tmp_path / "emb")
     condition, env = CASES[point]
-    killed = run_retrying_ray_start(_argv(data, out), condition(out), timeout=600,
+    killed = run_retrying_ray_start(_argv(data, out, "--embeddings", emb), condition(out), timeout=600,
                                     log_path=str(tmp_path / "killed.log"), env=plantray_env(**env),
-                                    before_retry=lambda: shutil.rmtree(out, ignore_errors=True))
+                                    before_retry=lambda: [shutil.rmtree(p, ignore_errors=True) for p in (out, emb)])
     assert killed.killed, f"the run ended before the kill point ({killed.returncode}):\n{killed.log[-3000:]}"
     left = _after_kill(out)
     assert not left["success"]
@@ -107,7 +107,10 @@ def test_kill_then_resume_every_row_once(data, tmp_path, point, capsys):
     assert "partial" in err and "--resume" in err, err
     assert not os.path.exists(tmp_path / "a.zip")
 
-    resumed = run_retrying_ray_start(_argv(data, out, "--resume"), None, timeout=600,
+    # Resumed with another batch size, so a recomputed chunk's batches (and vector files) differ from the
+    # killed attempt's: its vectors must still be there once.
+    resumed = run_retrying_ray_start(_argv(data, out, "--resume", "--embeddings", emb, "--batch-size", "7"), None,
+                                     timeout=600,
                                      log_path=str(tmp_path / "resumed.log"))
     assert resumed.returncode == 0, resumed.log[-3000:]
     assert os.path.exists(f"{out}/_SUCCESS") and not os.path.exists(f"{out}/_staging")
@@ -116,6 +119,8 @@ def test_kill_then_resume_every_row_once(data, tmp_path, point, capsys):
     files = _data_files(out)
     uris = [u for f in files for u in pq.read_table(f"{out}/{f}", columns=["image_uri"]).column(0).to_pylist()]
     assert sorted(uris) == sorted(data["uris"])
+    vectors = pq.ParquetDataset(emb).read(columns=["image_uri"]).column(0).to_pylist()
+    assert sorted(vectors) == sorted(data["uris"])
     # The resumed run kept the committed files and recomputed exactly the other chunks' rows.
     assert left["committed_files"] <= set(files)
     recomputed = sum(_rows(f"{out}/{f}") for f in set(files) - left["committed_files"])
