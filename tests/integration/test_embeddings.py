@@ -72,3 +72,27 @@ def test_classify_writes_embeddings_keyed_like_predictions(ray_session, tmp_path
     assert main(["classify", "--model", model, "--input", manifest, "--output", out, "--embeddings", emb,
                  "--overwrite", "--num-actors", "1"]) == 0
     assert pads.dataset(emb, format="parquet").count_rows() == len(images)
+
+
+def test_nightly_writes_each_runs_vectors_beside_the_table(ray_session, tmp_path):
+    import deltalake
+
+    model = str(tmp_path / "model")
+    tiny_model(model)
+    images = [write(f"{tmp_path}/imgs/{i}.jpg", jpeg_bytes(30 + 5 * i, 40, seed=80 + i)) for i in range(5)]
+    manifest = str(tmp_path / "m.parquet")
+    pq.write_table(pa.table({"image_uri": images, "gbifID": [f"g{i}" for i in range(5)]}), manifest)
+    table, emb = str(tmp_path / "table"), str(tmp_path / "emb")
+    argv = ["nightly", "--model", model, "--input", manifest, "--table", table, "--embeddings", emb,
+            "--commit-every", "2", "--num-actors", "1"]
+    assert main([*argv, "--run-id", "night1"]) == 0
+    committed = deltalake.DeltaTable(table).to_pyarrow_table()
+    # one directory per run, one per chunk below it; one vector per committed image
+    chunk_dirs = sorted(os.listdir(f"{emb}/night1"))
+    assert chunk_dirs and all(d.startswith("chunk-") for d in chunk_dirs)
+    vectors = pq.ParquetDataset(emb).read(columns=["image_uri", "gbifID"])
+    assert sorted(zip(*(vectors.column(c).to_pylist() for c in ("image_uri", "gbifID")))) == \
+        sorted(zip(*(committed.column(c).to_pylist() for c in ("image_uri", "gbifID"))))
+    # a second night with nothing new adds no vectors, and the location is shared by the nights
+    assert main([*argv, "--run-id", "night2"]) == 0
+    assert pq.ParquetDataset(emb).read(columns=["image_uri"]).num_rows == len(images)
