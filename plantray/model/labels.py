@@ -66,21 +66,34 @@ def _none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
+def _delimiter(header: str) -> str | None:
+    """The labels table's delimiter from its header line: tab, comma, or None for a plain list of names."""
+    if "\t" in header:
+        return "\t"
+    if "," in header or header.strip() == "scientificName":
+        return ","
+    return None
+
+
 def parse_labels(text: str, source: str = "labels") -> Labels:
-    """Parses a labels CSV (``scientificName`` column, optional genus/family/taxonID/train_images/
-    scientificNameID/acceptedNameUsage) or a plain text file with one scientific name per line.
+    """Parses a labels table (``scientificName`` column, optional genus/family/taxonID/train_images/
+    scientificNameID/acceptedNameUsage), comma- or tab-separated (told by the header line), or a plain text
+    file with one scientific name per line.
 
     Raises:
-        ConfigError: no labels, duplicates, or a CSV without ``scientificName``.
+        ConfigError: no labels, duplicates, or a table without ``scientificName``.
     """
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise ConfigError(f"{source}: no labels found; give a CSV with a scientificName column or one name per line")
-    if "," in lines[0] or lines[0].strip() == "scientificName":
-        rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
-        if "scientificName" not in (rows[0].keys() if rows else lines[0].split(",")):
-            raise ConfigError(f"{source}: CSV has no 'scientificName' column (header: {lines[0]!r})")
-        names = [r["scientificName"].strip() for r in rows]
+    delimiter = _delimiter(lines[0])
+    if delimiter:
+        reader = csv.DictReader(io.StringIO(text.lstrip("\r\n")), delimiter=delimiter)
+        if "scientificName" not in (reader.fieldnames or []):
+            kind = "tab-separated table" if delimiter == "\t" else "CSV"
+            raise ConfigError(f"{source}: {kind} has no 'scientificName' column (header: {lines[0]!r})")
+        rows = [r for r in reader if any((v or "").strip() for v in r.values() if isinstance(v, str))]
+        names = [(r["scientificName"] or "").strip() for r in rows]
         counts = [int(r["train_images"]) if _none(r.get("train_images")) else None for r in rows]
         text_col = {c: [_none(r.get(c)) for r in rows] for c in LABEL_COLUMNS if c != "train_images"}
         labels = Labels(names, text_col["genus"], text_col["family"], text_col["taxonID"], counts,
