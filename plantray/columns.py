@@ -12,6 +12,9 @@ TAG = "tag"  # organ tag: habit, flower, leaf, bark, fruit, ...
 GENUS, FAMILY, TAXON_ID = "genus", "family", "taxonID"
 SCIENTIFIC_NAME_ID = "scientificNameID"  # an identifier of the name (e.g. an IPNI LSID), from the labels
 ACCEPTED_NAME = "acceptedNameUsage"  # labels: the accepted name when the label's name is a synonym
+# Which checklist a taxonID comes from (labels match: e.g. "GBIF Backbone Taxonomy (2023-08-28)" or "Catalogue
+# of Life, version 25.10 XR"), and that checklist's DOI/URL: a database tells Backbone keys from COL XR IDs by it.
+NAME_ACCORDING_TO, NAME_ACCORDING_TO_ID = "nameAccordingTo", "nameAccordingToID"
 GBIF_ID = "gbifID"  # the occurrence key of GBIF downloads (also any archive's core id)
 OCCURRENCE_ID = "occurrenceID"
 
@@ -33,7 +36,8 @@ SAME_SPECIES, SAME_GENUS, DIFFERENT, NO_PUBLISHER_NAME = "same species", "same g
 INPUT_TAXON_ID = "input_" + TAXON_ID  # the publisher's taxonID, kept apart from the predicted one
 MODEL_NAME, MODEL_VERSION, MODEL_SHA256 = "model_name", "model_version", "model_sha256"
 PREDICTION_COLUMNS = (SCIENTIFIC_NAME, CONFIDENCE, TOPK_NAMES, TOPK_CONFIDENCE, TAXON_RANK, GENUS, FAMILY,
-                      TAXON_ID, SCIENTIFIC_NAME_ID, PUBLISHER_AGREEMENT, MODEL_NAME, MODEL_VERSION, MODEL_SHA256)
+                      TAXON_ID, SCIENTIFIC_NAME_ID, NAME_ACCORDING_TO, NAME_ACCORDING_TO_ID, PUBLISHER_AGREEMENT,
+                      MODEL_NAME, MODEL_VERSION, MODEL_SHA256)
 # Darwin Core identification terms added to every prediction (plantray.darwincore.terms)
 DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificationRemarks",
              "identificationVerificationStatus", "identificationType", "kingdom", TAXON_RANK)

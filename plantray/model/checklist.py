@@ -26,13 +26,22 @@ A label left unmatched or a homonym has its identifiers (``taxonID``, ``scientif
 
 from __future__ import annotations
 
+import os
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 
 from plantray import storage
 from plantray.config import ConfigError
-from plantray.model import taxa
+from plantray.model import coldp, taxa
 from plantray.model.labels import Labels
-from plantray.sources.dwcameta import local_name, packing, read_core_spec
+from plantray.sources.dwcameta import (
+    _archive_listing,
+    local_name,
+    member_name,
+    open_member,
+    packing,
+    read_core_spec,
+)
 
 TAXON_ROW_TYPE = "http://rs.tdwg.org/dwc/terms/Taxon"
 WANTED = ("taxonID", "scientificName", "canonicalName", "taxonomicStatus", "acceptedNameUsageID", "genus",
@@ -52,6 +61,9 @@ class MatchReport:
     unmatched: list[str] = field(default_factory=list)
     rows_read: int = 0  # checklist rows, each counted once
     rows_skipped: int = 0  # malformed checklist lines (wrong number of fields)
+    checklist_format: str = ""  # "Darwin Core Archive", "Darwin Core Taxon table" or "ColDP"
+    nameAccordingTo: str | None = None  # the checklist every filled taxonID comes from
+    nameAccordingToID: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -72,6 +84,8 @@ class Found:
     accepted: dict[str, dict]
     rows_read: int = 0
     rows_skipped: int = 0
+    form: str = ""
+    according_to: tuple[str | None, str | None] = (None, None)
 
 
 def _text_file(uri: str) -> taxa.TextFile:
@@ -104,15 +118,42 @@ def _columns(uri: str, file: taxa.TextFile) -> dict[str, str]:
     return names
 
 
+def _eml_according_to(uri: str) -> tuple[str | None, str | None]:
+    """(nameAccordingTo, nameAccordingToID) from a Darwin Core Archive's EML: its title and publication date,
+    and its DOI as a URL (the GBIF Backbone's backbone.zip: "GBIF Backbone Taxonomy", 10.15468/39omei)."""
+    meta, sizes = _archive_listing(uri)
+    location = (ET.fromstring(meta).get("metadata") if meta else None) or "eml.xml"
+    member = member_name(list(sizes), location)
+    if member is None:
+        return None, None
+    try:
+        with open_member(uri, member) as f:
+            dataset = ET.fromstring(f.read()).find("dataset")
+    except ET.ParseError:
+        return None, None
+    if dataset is None:
+        return None, None
+    title, date = (" ".join((dataset.findtext(t) or "").split()) for t in ("title", "pubDate"))
+    dois = [d.strip() for d in (e.text or "" for e in dataset.iter("alternateIdentifier")) if "10." in d]
+    doi = next((d[d.index("10."):] for d in dois), None)
+    text = f"{title} ({date})" if title and date else title or None
+    return text, f"https://doi.org/{doi}" if doi else None
+
+
 def lookup(uri: str, keys: set[str]) -> Found:
-    """The rows of a Darwin Core Taxon checklist naming ``keys``, and the accepted taxa of its synonyms.
+    """The rows of a checklist naming ``keys``, and the accepted taxa of its synonyms.
 
     Args:
-        uri: a Taxon table or a Darwin Core Archive with a Taxon core.
+        uri: a Darwin Core Taxon table, a Darwin Core Archive with a Taxon core, or a Catalogue of Life Data
+            Package (:mod:`plantray.model.coldp`).
         keys: label keys (:func:`plantray.model.taxa.name_key`).
     Raises:
         ConfigError: a checklist lacking the required columns.
     """
+    fs, path = storage.get_fs(uri)
+    if fs.exists(path) and coldp.is_coldp(uri):
+        rows, accepted, read, skipped, source = coldp.lookup(uri, keys)
+        return Found(rows, accepted, read, skipped, "ColDP", source)
     file = _text_file(uri)
     names = _columns(uri, file)
     column = "canonicalName" if "canonicalName" in names.values() else "scientificName"
@@ -126,7 +167,9 @@ def lookup(uri: str, keys: set[str]) -> Found:
     if targets:  # pass 2: the synonyms' accepted taxa (its rows are not counted again)
         tables = [taxa.rows_in(taxa.with_columns(b, WANTED), "taxonID", targets) for b in file.batches(names, [])]
         accepted = {r["taxonID"]: r for r in taxa.concat(tables, WANTED).to_pylist()}
-    return Found(found, accepted, rows, len(skipped))
+    if file.member:
+        return Found(found, accepted, rows, len(skipped), "Darwin Core Archive", _eml_according_to(uri))
+    return Found(found, accepted, rows, len(skipped), "Darwin Core Taxon table")
 
 
 def _status(row: dict) -> str:
@@ -149,34 +192,40 @@ def _decide(rows: list[dict]) -> tuple[str, list[str], dict | None]:
     return ("homonym", targets, None) if targets else ("unmatched", [], None)
 
 
-def match_labels(labels: Labels, checklist: str, kingdom: str | None = "Plantae") -> tuple[Labels, MatchReport]:
-    """Fills taxonID, scientificNameID, acceptedNameUsage, genus and family of ``labels`` from ``checklist``.
+def match_labels(labels: Labels, checklist: str, kingdom: str | None = "Plantae",
+                 name: str | None = None) -> tuple[Labels, MatchReport]:
+    """Fills taxonID, scientificNameID, acceptedNameUsage, genus, family and nameAccordingTo(ID) of ``labels``
+    from ``checklist``.
 
     Args:
         labels: the model's labels (names and order unchanged).
-        checklist: a Taxon table or a Darwin Core Archive with a Taxon core.
+        checklist: a Taxon table, a Darwin Core Archive with a Taxon core, or a ColDP package.
         kingdom: only taxa of this kingdom (rows without a kingdom count); None for all.
+        name: what the checklist is (nameAccordingTo); default: from its metadata (EML, metadata.yaml), else
+            its file name.
     Returns:
         (the filled labels, the report). Unmatched labels and homonyms lose their identifiers.
     """
     keys = {taxa.name_key(n) for n in labels.names}
     found = lookup(checklist, keys)
+    text, link = found.according_to
+    text = name or text or os.path.basename(checklist.rstrip("/"))
     by_key: dict[str, list[dict]] = {}
     for row in found.rows:
         if kingdom is None or not row.get("kingdom") or row["kingdom"] == kingdom:
             by_key.setdefault(row[KEY], []).append(row)
     decisions = {n: _decide(by_key.get(taxa.name_key(n), [])) for n in labels.names}
-    report = MatchReport(labels=len(labels), rows_read=found.rows_read, rows_skipped=found.rows_skipped)
+    report = MatchReport(labels=len(labels), rows_read=found.rows_read, rows_skipped=found.rows_skipped,
+                         checklist_format=found.form, nameAccordingTo=text, nameAccordingToID=link)
     return _apply(labels, decisions, found.accepted, report), report
 
 
-_IDENTIFIERS = ("taxon_id", "scientific_name_id", "accepted_name")
+_IDENTIFIERS = ("taxon_id", "scientific_name_id", "accepted_name", "name_according_to", "name_according_to_id")
 
 
 def _apply(labels: Labels, decisions: dict, accepted: dict, report: MatchReport) -> Labels:
     """The labels with the decided taxa filled in; the report's lists filled on the way."""
-    cols = {k: list(getattr(labels, k)) for k in ("taxon_id", "scientific_name_id", "accepted_name", "genus",
-                                                     "family")}
+    cols = {k: list(getattr(labels, k)) for k in (*_IDENTIFIERS, "genus", "family")}
     for i, name in enumerate(labels.names):
         kind, ids, own = decisions[name]
         target = own if kind == "accepted" else accepted.get(ids[0]) if kind == "synonym" else None
@@ -195,4 +244,5 @@ def _apply(labels: Labels, decisions: dict, accepted: dict, report: MatchReport)
         cols["scientific_name_id"][i] = own.get("scientificNameID") or cols["scientific_name_id"][i]
         cols["genus"][i] = target.get("genus") or cols["genus"][i]
         cols["family"][i] = target.get("family") or cols["family"][i]
+        cols["name_according_to"][i], cols["name_according_to_id"][i] = report.nameAccordingTo, report.nameAccordingToID
     return replace(labels, **cols)

@@ -11,7 +11,7 @@ from plantray.config import ConfigError
 
 # Older label files have a prefix of these columns (or only scientificName); every column but the name is optional.
 LABEL_COLUMNS = ("scientificName", "genus", "family", "taxonID", "train_images", "scientificNameID",
-                 "acceptedNameUsage")
+                 "acceptedNameUsage", "nameAccordingTo", "nameAccordingToID")
 
 
 @dataclass
@@ -25,10 +25,14 @@ class Labels:
     train_images: list[int | None] = field(default_factory=list)
     scientific_name_id: list[str | None] = field(default_factory=list)
     accepted_name: list[str | None] = field(default_factory=list)
+    # The checklist each taxonID comes from (labels match): e.g. "Catalogue of Life, version 25.10 XR" and its DOI
+    name_according_to: list[str | None] = field(default_factory=list)
+    name_according_to_id: list[str | None] = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.names)
-        for name in ("genus", "family", "taxon_id", "train_images", "scientific_name_id", "accepted_name"):
+        for name in ("genus", "family", "taxon_id", "train_images", "scientific_name_id", "accepted_name",
+                     "name_according_to", "name_according_to_id"):
             if not getattr(self, name):
                 setattr(self, name, [None] * n)
 
@@ -47,6 +51,15 @@ class Labels:
     def has_taxon_ids(self) -> bool:
         return any(self.taxon_id)
 
+    def taxonomy(self) -> dict | None:
+        """The checklists the labels' taxonIDs come from (the model card's ``taxonomy``), None when unknown:
+        ``{"nameAccordingTo": [...], "nameAccordingToID": [...], "labels_with_taxonID": n}``."""
+        sources = sorted({s for s in self.name_according_to if s})
+        if not sources:
+            return None
+        return {"nameAccordingTo": sources, "nameAccordingToID": sorted({s for s in self.name_according_to_id if s}),
+                "labels_with_taxonID": sum(1 for t in self.taxon_id if t)}
+
     @property
     def has_counts(self) -> bool:
         return all(c is not None for c in self.train_images)
@@ -57,7 +70,8 @@ class Labels:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(LABEL_COLUMNS)
         for row in zip(self.names, self.genus, self.family, self.taxon_id, self.train_images,
-                       self.scientific_name_id, self.accepted_name):
+                       self.scientific_name_id, self.accepted_name, self.name_according_to,
+                       self.name_according_to_id):
             writer.writerow(["" if v is None else v for v in row])
         return buf.getvalue()
 
@@ -97,7 +111,8 @@ def parse_labels(text: str, source: str = "labels") -> Labels:
         counts = [int(r["train_images"]) if _none(r.get("train_images")) else None for r in rows]
         text_col = {c: [_none(r.get(c)) for r in rows] for c in LABEL_COLUMNS if c != "train_images"}
         labels = Labels(names, text_col["genus"], text_col["family"], text_col["taxonID"], counts,
-                        text_col["scientificNameID"], text_col["acceptedNameUsage"])
+                        text_col["scientificNameID"], text_col["acceptedNameUsage"], text_col["nameAccordingTo"],
+                        text_col["nameAccordingToID"])
     else:
         labels = Labels([ln.strip() for ln in lines])
     dupes = {n for n in labels.names if labels.names.count(n) > 1}
