@@ -46,8 +46,36 @@ DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificati
 IDENTIFIED_BY_ID, IDENTIFICATION_REFERENCES = "identifiedByID", "identificationReferences"
 CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY = "classificationMethod", "classificationProbability"
 MACHINE_TERMS = (IDENTIFIED_BY_ID, IDENTIFICATION_REFERENCES, CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY)
+# Human review (plantray review apply): after the decisions are applied, the identification columns above hold
+# the record's current identification (the person's, for accepted/corrected/rejected/not-a-plant rows) and
+# ``machine_<column>`` the machine's, never overwritten. ``review_*`` record the decision as the decisions file
+# gave it. All are null on rows nobody reviewed (their identification columns are the machine's).
+KINGDOM, IDENTIFICATION_ID, IDENTIFIED_BY, DATE_IDENTIFIED = "kingdom", "identificationID", "identifiedBy", \
+    "dateIdentified"
+IDENTIFICATION_REMARKS, VERIFICATION_STATUS = "identificationRemarks", "identificationVerificationStatus"
+VERBATIM_IDENTIFICATION = "verbatimIdentification"  # the reviewer's name exactly as the decisions file wrote it
+IDENTIFICATION_TYPE = "identificationType"
+REVIEW_DECISION = "review_decision"  # one of REVIEW_DECISIONS
+REVIEW_IDENTIFIED_BY, REVIEW_DATE_IDENTIFIED = "review_identifiedBy", "review_dateIdentified"
+REVIEW_REMARKS = "review_identificationRemarks"
+REVIEW_COLUMNS = (REVIEW_DECISION, REVIEW_IDENTIFIED_BY, REVIEW_DATE_IDENTIFIED, REVIEW_REMARKS)
+ACCEPTED, CORRECTED, REJECTED, NOT_A_PLANT, UNSURE = "accepted", "corrected", "rejected", "not a plant", "unsure"
+REVIEW_DECISIONS = (ACCEPTED, CORRECTED, REJECTED, NOT_A_PLANT, UNSURE)
+PERSON_DECISIONS = (ACCEPTED, CORRECTED, REJECTED, NOT_A_PLANT)  # the person's identification becomes current
+MACHINE_PREFIX = "machine_"
+# The identification columns kept as the machine's (``machine_<column>``) on reviewed rows.
+IDENTIFICATION_COLUMNS = (SCIENTIFIC_NAME, TAXON_RANK, TAXON_ID, GENUS, FAMILY, KINGDOM, SCIENTIFIC_NAME_ID,
+                          NAME_ACCORDING_TO, NAME_ACCORDING_TO_ID, IDENTIFICATION_ID, IDENTIFIED_BY, IDENTIFIED_BY_ID,
+                          DATE_IDENTIFIED, IDENTIFICATION_REMARKS, VERIFICATION_STATUS, IDENTIFICATION_REFERENCES,
+                          CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY)
+MACHINE_COLUMNS = tuple(MACHINE_PREFIX + c for c in IDENTIFICATION_COLUMNS)
+# Values (Camtrap DP's classificationMethod; its Darwin Core conversion's status of a person's classification)
+HUMAN, MACHINE = "human", "machine"
+VERIFIED, UNVERIFIED = "verified using recorded media", "unverified"
+
 # Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
-RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR})
+RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR, *REVIEW_COLUMNS,
+                              *MACHINE_COLUMNS, VERBATIM_IDENTIFICATION})
 
 # The embeddings dataset (--embeddings): keyed like the predictions, one row per decoded image
 EMBEDDING = "embedding"  # fixed_size_list<float16>[feature size]: the input of the classifier head

@@ -20,7 +20,8 @@ from plantray.model.labels import read_labels
 from tests.helpers import jpeg_bytes, read_output, write
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
-CAMTRAP = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0/observations-table-schema.json#"
+# Camtrap DP's method and probability have no term URI: plantray declares them in its own documented namespace.
+CAMTRAP = "https://github.com/plantray/plantray/blob/main/docs/terms.md#"
 NAMES = ["Quercus robur", "Quercus pedunculata", "Abies alba", "Rosa canina", "Bellis perennis"]
 # The checklist, as the GBIF Backbone's Taxon.tsv lays it out (a subset of its columns, in its order).
 HEADER = ["taxonID", "scientificNameID", "acceptedNameUsageID", "scientificName", "canonicalName", "taxonRank",
