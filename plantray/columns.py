@@ -103,3 +103,4 @@ PRIOR_TOPK_NAMES = "prior_" + TOPK_NAMES  # evaluate: the ranking with the prior
 PRIOR_METADATA_KEY = b"plantray.prior"  # JSON: mode, floor, checklist, region column, countries, matches
 RESERVED_COLUMNS = RESERVED_COLUMNS | {PRIOR}
 MIN_CONFIDENCE_METADATA_KEY = b"plantray.min_confidence"  # --min-confidence of the run (0.0 = off)
+REVIEW_MANIFEST_METADATA_KEY = b"plantray.review_manifest"  # a training manifest written by review apply
