@@ -42,7 +42,8 @@ OCCURRENCE_TERMS = {"gbifID": GBIF + "gbifID", "occurrenceID": DWC + "occurrence
                     "basisOfRecord": DWC + "basisOfRecord", "countryCode": DWC + "countryCode"}
 # Identification terms (GBIF's Identification History extension and, for the current one, the core).
 IDENTIFICATION_TERMS = {t: DWC + t for t in (
-    "identificationID", "scientificName", "taxonRank", "kingdom", "family", "genus", "taxonID", "scientificNameID",
+    "identificationID", "verbatimIdentification", "scientificName", "taxonRank", "kingdom", "family", "genus",
+    "taxonID", "scientificNameID",
     "nameAccordingTo", "nameAccordingToID", "identifiedBy", "identifiedByID", "dateIdentified",
     "identificationRemarks", "identificationVerificationStatus", "identificationReferences")}
 IDENTIFICATION_TERMS.update({"classificationMethod": PLANTRAY + "classificationMethod",

@@ -30,7 +30,8 @@ PUBLISHED = {
     "basisOfRecord": "http://rs.tdwg.org/dwc/terms/basisOfRecord",
     "countryCode": "http://rs.tdwg.org/dwc/terms/countryCode",
     **{t: "http://rs.tdwg.org/dwc/terms/" + t for t in (
-        "identificationID", "scientificName", "taxonRank", "kingdom", "family", "genus", "taxonID",
+        "identificationID", "verbatimIdentification", "scientificName", "taxonRank", "kingdom", "family", "genus",
+        "taxonID",
         "scientificNameID", "nameAccordingTo", "nameAccordingToID", "identifiedBy", "identifiedByID",
         "dateIdentified", "identificationRemarks", "identificationVerificationStatus", "identificationReferences")},
     "identifier": "http://purl.org/dc/terms/identifier",

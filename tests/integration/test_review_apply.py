@@ -92,7 +92,7 @@ def design(rows: list[dict]) -> tuple[list[list], dict]:
         else:
             taxon = TAXA.get(name)
             rank = "species" if taxon else ("genus" if name else None)
-            e.update({"scientificName": name or None, "taxonRank": rank,
+            e.update({"scientificName": name or None, "verbatimIdentification": name or None, "taxonRank": rank,
                       "taxonID": taxon[0] if taxon else None,
                       "genus": taxon[1] if taxon else (name or None),
                       "family": taxon[2] if taxon else ("Fagaceae" if name == "Quercus" else None),
@@ -284,6 +284,8 @@ def test_export_lists_both_identifications_and_makes_the_persons_current(world, 
                 p[DWC + "dateIdentified"], p[DWC + "identificationVerificationStatus"]) == (
             e["identificationID"], e["scientificName"] or "", e["identifiedBy"], e["dateIdentified"],
             "verified using recorded media")
+        assert p[DWC + "verbatimIdentification"] == (e["verbatimIdentification"] or "")
+        assert p[DWC + "kingdom"] == (e["kingdom"] or "")
         assert mine.index(p) > mine.index(machine[0])  # oldest first
     # the occurrence's current identification, in the core, is its person's (the later one when two decided)
     current = {}
