@@ -26,6 +26,7 @@ COMMANDS = {
     "calibrate": ("calibrate", "fit a temperature on a validation set (calibrated confidences) into the model card"),
     "nightly": ("nightly", "incremental re-classification into a predictions table, committed atomically"),
     "table": ("table", "maintain nightly's Delta table: optimize (compact), vacuum (delete old files), migrate"),
+    "review apply": ("review_apply", "apply a review's decisions to predictions (the machine's identification kept)"),
     "export dwca": ("export", "export predictions as a Darwin Core Archive (Identification History)"),
     "labels match": ("labels", "fill labels' taxonID, accepted name, genus and family from a checklist (GBIF "
                      "Backbone Taxon.tsv)"),

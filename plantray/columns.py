@@ -12,6 +12,9 @@ TAG = "tag"  # organ tag: habit, flower, leaf, bark, fruit, ...
 GENUS, FAMILY, TAXON_ID = "genus", "family", "taxonID"
 SCIENTIFIC_NAME_ID = "scientificNameID"  # an identifier of the name (e.g. an IPNI LSID), from the labels
 ACCEPTED_NAME = "acceptedNameUsage"  # labels: the accepted name when the label's name is a synonym
+# Which checklist a taxonID comes from (labels match: e.g. "GBIF Backbone Taxonomy (2023-08-28)" or "Catalogue
+# of Life, version 25.10 XR"), and that checklist's DOI/URL: a database tells Backbone keys from COL XR IDs by it.
+NAME_ACCORDING_TO, NAME_ACCORDING_TO_ID = "nameAccordingTo", "nameAccordingToID"
 GBIF_ID = "gbifID"  # the occurrence key of GBIF downloads (also any archive's core id)
 OCCURRENCE_ID = "occurrenceID"
 
@@ -33,7 +36,8 @@ SAME_SPECIES, SAME_GENUS, DIFFERENT, NO_PUBLISHER_NAME = "same species", "same g
 INPUT_TAXON_ID = "input_" + TAXON_ID  # the publisher's taxonID, kept apart from the predicted one
 MODEL_NAME, MODEL_VERSION, MODEL_SHA256 = "model_name", "model_version", "model_sha256"
 PREDICTION_COLUMNS = (SCIENTIFIC_NAME, CONFIDENCE, TOPK_NAMES, TOPK_CONFIDENCE, TAXON_RANK, GENUS, FAMILY,
-                      TAXON_ID, SCIENTIFIC_NAME_ID, PUBLISHER_AGREEMENT, MODEL_NAME, MODEL_VERSION, MODEL_SHA256)
+                      TAXON_ID, SCIENTIFIC_NAME_ID, NAME_ACCORDING_TO, NAME_ACCORDING_TO_ID, PUBLISHER_AGREEMENT,
+                      MODEL_NAME, MODEL_VERSION, MODEL_SHA256)
 # Darwin Core identification terms added to every prediction (plantray.darwincore.terms)
 DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificationRemarks",
              "identificationVerificationStatus", "identificationType", "kingdom", TAXON_RANK)
@@ -42,8 +46,36 @@ DWC_TERMS = ("identificationID", "identifiedBy", "dateIdentified", "identificati
 IDENTIFIED_BY_ID, IDENTIFICATION_REFERENCES = "identifiedByID", "identificationReferences"
 CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY = "classificationMethod", "classificationProbability"
 MACHINE_TERMS = (IDENTIFIED_BY_ID, IDENTIFICATION_REFERENCES, CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY)
+# Human review (plantray review apply): after the decisions are applied, the identification columns above hold
+# the record's current identification (the person's, for accepted/corrected/rejected/not-a-plant rows) and
+# ``machine_<column>`` the machine's, never overwritten. ``review_*`` record the decision as the decisions file
+# gave it. All are null on rows nobody reviewed (their identification columns are the machine's).
+KINGDOM, IDENTIFICATION_ID, IDENTIFIED_BY, DATE_IDENTIFIED = "kingdom", "identificationID", "identifiedBy", \
+    "dateIdentified"
+IDENTIFICATION_REMARKS, VERIFICATION_STATUS = "identificationRemarks", "identificationVerificationStatus"
+VERBATIM_IDENTIFICATION = "verbatimIdentification"  # the reviewer's name exactly as the decisions file wrote it
+IDENTIFICATION_TYPE = "identificationType"
+REVIEW_DECISION = "review_decision"  # one of REVIEW_DECISIONS
+REVIEW_IDENTIFIED_BY, REVIEW_DATE_IDENTIFIED = "review_identifiedBy", "review_dateIdentified"
+REVIEW_REMARKS = "review_identificationRemarks"
+REVIEW_COLUMNS = (REVIEW_DECISION, REVIEW_IDENTIFIED_BY, REVIEW_DATE_IDENTIFIED, REVIEW_REMARKS)
+ACCEPTED, CORRECTED, REJECTED, NOT_A_PLANT, UNSURE = "accepted", "corrected", "rejected", "not a plant", "unsure"
+REVIEW_DECISIONS = (ACCEPTED, CORRECTED, REJECTED, NOT_A_PLANT, UNSURE)
+PERSON_DECISIONS = (ACCEPTED, CORRECTED, REJECTED, NOT_A_PLANT)  # the person's identification becomes current
+MACHINE_PREFIX = "machine_"
+# The identification columns kept as the machine's (``machine_<column>``) on reviewed rows.
+IDENTIFICATION_COLUMNS = (SCIENTIFIC_NAME, TAXON_RANK, TAXON_ID, GENUS, FAMILY, KINGDOM, SCIENTIFIC_NAME_ID,
+                          NAME_ACCORDING_TO, NAME_ACCORDING_TO_ID, IDENTIFICATION_ID, IDENTIFIED_BY, IDENTIFIED_BY_ID,
+                          DATE_IDENTIFIED, IDENTIFICATION_REMARKS, VERIFICATION_STATUS, IDENTIFICATION_REFERENCES,
+                          CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY)
+MACHINE_COLUMNS = tuple(MACHINE_PREFIX + c for c in IDENTIFICATION_COLUMNS)
+# Values (Camtrap DP's classificationMethod; its Darwin Core conversion's status of a person's classification)
+HUMAN, MACHINE = "human", "machine"
+VERIFIED, UNVERIFIED = "verified using recorded media", "unverified"
+
 # Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
-RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR})
+RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR, *REVIEW_COLUMNS,
+                              *MACHINE_COLUMNS, VERBATIM_IDENTIFICATION})
 
 # The embeddings dataset (--embeddings): keyed like the predictions, one row per decoded image
 EMBEDDING = "embedding"  # fixed_size_list<float16>[feature size]: the input of the classifier head
@@ -71,3 +103,4 @@ PRIOR_TOPK_NAMES = "prior_" + TOPK_NAMES  # evaluate: the ranking with the prior
 PRIOR_METADATA_KEY = b"plantray.prior"  # JSON: mode, floor, checklist, region column, countries, matches
 RESERVED_COLUMNS = RESERVED_COLUMNS | {PRIOR}
 MIN_CONFIDENCE_METADATA_KEY = b"plantray.min_confidence"  # --min-confidence of the run (0.0 = off)
+REVIEW_MANIFEST_METADATA_KEY = b"plantray.review_manifest"  # a training manifest written by review apply

@@ -1,10 +1,21 @@
-"""Writing predictions as a Darwin Core Archive with the Identification History extension."""
+"""Writing predictions as a Darwin Core Archive: an Occurrence core, the Identification History extension and an
+Audubon Core multimedia extension, streamed from the predictions.
+
+- ``occurrence.txt`` (core): one row per occurrence with a classified (or reviewed) image; when a person reviewed
+  one of its images, the person's identification is repeated here as the record's current identification (the
+  Identification History extension asks for that; the latest ``dateIdentified`` wins).
+- ``identification.txt`` (Identification History, ``dwc:Identification``): every identification of every image,
+  oldest first: the machine's, then, for a reviewed image, the person's
+  (:func:`plantray.darwincore.history.identifications`).
+- ``multimedia.txt`` (Audubon Core, ``ac:Multimedia``): the image each identification was made from, with its
+  licence, rights holder and creator.
+- ``meta.xml`` and ``eml.xml`` (:mod:`plantray.darwincore.meta`, :mod:`plantray.darwincore.eml`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import zipfile
-from xml.sax.saxutils import escape
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,27 +24,21 @@ import pyarrow.dataset as pads
 from plantray import columns as col
 from plantray import storage
 from plantray.config import ConfigError
-from plantray.darwincore.terms import identification_id, identification_remarks
+from plantray.darwincore import meta as m
+from plantray.darwincore.eml import DatasetMetadata, eml_xml
+from plantray.darwincore.history import current_identification, identifications, is_person
 from plantray.inference.outputs import check_complete
 
-DWC = "http://rs.tdwg.org/dwc/terms/"
-DCT = "http://purl.org/dc/terms/"
-GBIF = "http://rs.gbif.org/terms/1.0/"
-# Camtrap DP defines classificationMethod/classificationProbability without term URIs (its table schema maps
-# only classifiedBy and classificationTimestamp to Darwin Core): the field's definition in the published
-# schema stands for the term.
-CAMTRAP_DP = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0/observations-table-schema.json#"
-OCCURRENCE_TERMS = {"gbifID": GBIF, "occurrenceID": DWC, "datasetKey": GBIF, "basisOfRecord": DWC,
-                    "countryCode": DWC}
-# Identification History terms, in file order; image rights travel as dcterms (they describe the image).
-IDENTIFICATION_TERMS = {"identificationID": DWC, "scientificName": DWC, "taxonRank": DWC, "kingdom": DWC,
-                        "family": DWC, "genus": DWC, "taxonID": DWC, "scientificNameID": DWC, "identifiedBy": DWC,
-                        "identifiedByID": DWC, "dateIdentified": DWC, "identificationRemarks": DWC,
-                        "identificationVerificationStatus": DWC, "identificationReferences": DWC,
-                        "classificationMethod": CAMTRAP_DP, "classificationProbability": CAMTRAP_DP,
-                        "license": DCT, "rightsHolder": DCT, "creator": DCT}
 REQUIRED = (col.IMAGE_URI, col.SCIENTIFIC_NAME, col.ERROR)
+# The current identification, repeated in the core for reviewed records.
+CORE_IDENTIFICATION = ("identificationID", "scientificName", "taxonRank", "kingdom", "family", "genus", "taxonID",
+                       "nameAccordingTo", "identifiedBy", "dateIdentified", "identificationVerificationStatus",
+                       "identificationRemarks")
 _BATCH_ROWS = 10_000
+# Every column a history or media row may need (those absent from the predictions are skipped).
+_ROW_COLUMNS = (col.IMAGE_URI, col.CONFIDENCE, col.MODEL_NAME, col.MODEL_VERSION, col.MODEL_SHA256, col.ERROR,
+                col.TAG, "format", "type", "license", "rightsHolder", "creator", *m.IDENTIFICATION_TERMS,
+                *col.MACHINE_COLUMNS, *col.REVIEW_COLUMNS, col.VERBATIM_IDENTIFICATION)
 
 
 def open_predictions(uri: str) -> tuple[pads.Dataset, str]:
@@ -64,12 +69,20 @@ def open_predictions(uri: str) -> tuple[pads.Dataset, str]:
     return dataset, key
 
 
+def _kept(batch: pa.RecordBatch) -> pa.Array:
+    """Rows that hold an identification: classified (null or "" error), or decided by a person."""
+    ok = pc.fill_null(pc.equal(batch.column(col.ERROR), ""), True)
+    if col.REVIEW_DECISION in batch.schema.names:
+        decided = pc.is_in(batch.column(col.REVIEW_DECISION), value_set=pa.array(col.PERSON_DECISIONS))
+        ok = pc.or_(ok, pc.fill_null(decided, False))
+    return ok
+
+
 def _batches(dataset: pads.Dataset, columns: list[str]):
-    """Successful prediction rows as pylist dicts, batch by batch, plus each batch's failed-row count."""
-    present = [c for c in columns if c in dataset.schema.names]
+    """Rows holding an identification as pylist dicts, batch by batch, plus each batch's count of the others."""
+    present = [c for c in dict.fromkeys(columns) if c in dataset.schema.names]
     for batch in dataset.to_batches(columns=present, batch_size=_BATCH_ROWS):
-        ok = pc.fill_null(pc.equal(batch.column(col.ERROR), ""), True)  # null or "" error: classified
-        kept = pa.Table.from_batches([batch]).filter(ok)
+        kept = pa.Table.from_batches([batch]).filter(_kept(batch))
         yield kept.to_pylist(), batch.num_rows - kept.num_rows
 
 
@@ -85,123 +98,123 @@ def _line(values: list) -> bytes:
     return ("\t".join(_clean(v) for v in values) + "\n").encode("utf-8")
 
 
-def _identification(row: dict) -> dict:
-    """Darwin Core Identification terms for one prediction row (computing those classify did not add)."""
-    rank = row.get("taxonRank") or "species"
-    # Predictions of older plantray versions lack the references and the Camtrap DP method/probability.
-    ident = {**row, "taxonRank": rank,
-             "identificationReferences": row.get("identificationReferences") or row[col.IMAGE_URI],
-             "classificationMethod": row.get("classificationMethod") or "machine",
-             "classificationProbability": row.get("classificationProbability", row.get(col.CONFIDENCE))}
-    if not row.get("identificationID"):
-        ident["identificationID"] = identification_id(row.get(col.MODEL_SHA256) or "", row[col.IMAGE_URI])
-    if not row.get("identificationRemarks") and row.get("confidence") is not None:
-        ident["identificationRemarks"] = identification_remarks(
-            float(row["confidence"]), rank, row.get("model_name") or "model", row.get("model_version") or "")
-    ident.setdefault("identificationVerificationStatus", "unverified")
-    return ident
+def _current(dataset: pads.Dataset, key: str) -> dict:
+    """Occurrence key -> its current identification, for occurrences a person reviewed (few rows, in memory)."""
+    if col.REVIEW_DECISION not in dataset.schema.names:
+        return {}
+    current: dict = {}
+    for rows, _ in _batches(dataset, [key, *_ROW_COLUMNS]):
+        for row in rows:
+            if row[key] is not None and is_person(row):
+                current[row[key]] = current_identification(current.get(row[key]), row)
+    return current
 
 
 def _write_core(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str, terms: list[str]) -> tuple[int, int]:
-    """Writes occurrence.txt; returns (occurrences, failed rows)."""
+    """Writes occurrence.txt; returns (occurrences, rows without an identification)."""
+    current = _current(dataset, key)
     seen: set = set()
     failed = 0
     with zf.open("occurrence.txt", "w", force_zip64=True) as f:
-        f.write(_line([key, *terms]))
-        for rows, bad in _batches(dataset, [key, *terms, col.ERROR]):
+        f.write(_line([key, *terms, *CORE_IDENTIFICATION]))
+        for rows, bad in _batches(dataset, [key, *terms, col.ERROR, col.REVIEW_DECISION]):
             failed += bad
             for row in rows:
                 if row[key] is None or row[key] in seen:
                     continue
                 seen.add(row[key])
-                f.write(_line([row[key], *(row.get(t) for t in terms)]))
+                ident = current.get(row[key]) or {}
+                f.write(_line([row[key], *(row.get(t) for t in terms), *(ident.get(t) for t in CORE_IDENTIFICATION)]))
     return len(seen), failed
 
 
-def _write_identifications(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str) -> tuple[int, set]:
-    """Writes identification.txt; returns (identifications, distinct (model, version, sha) tuples)."""
-    columns = [key, col.IMAGE_URI, col.CONFIDENCE, col.MODEL_NAME, col.MODEL_VERSION, col.MODEL_SHA256, col.ERROR,
-               *IDENTIFICATION_TERMS]
+def _write_identifications(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str) -> dict:
+    """Writes identification.txt; returns counts and the distinct (model, version, sha) tuples."""
+    terms = list(m.IDENTIFICATION_TERMS)
     models: set = set()
-    count = 0
+    counts = {"identifications": 0, "by_person": 0}
     with zf.open("identification.txt", "w", force_zip64=True) as f:
-        f.write(_line([key, *IDENTIFICATION_TERMS]))
-        for rows, _ in _batches(dataset, columns):
+        f.write(_line([key, *terms]))
+        for rows, _ in _batches(dataset, [key, *_ROW_COLUMNS]):
             for row in rows:
                 if row[key] is None:
                     continue
-                ident = _identification(row)
-                models.add((row.get("model_name"), row.get("model_version"), row.get("model_sha256")))
-                f.write(_line([row[key], *(ident.get(t) for t in IDENTIFICATION_TERMS)]))
-                count += 1
-    return count, models
+                if row.get(col.MODEL_SHA256):
+                    models.add((row.get("model_name"), row.get("model_version"), row.get("model_sha256")))
+                for ident in identifications(row):
+                    f.write(_line([row[key], *(ident.get(t) for t in terms)]))
+                    counts["identifications"] += 1
+                    counts["by_person"] += ident.get("classificationMethod") == col.HUMAN
+    return {**counts, "models": models}
 
 
-def meta_xml(key: str, core_terms: list[str]) -> str:
-    """meta.xml for the exported archive: core id and extension coreid both at column 0."""
-    def fields(terms: dict) -> str:
-        return "\n".join(f'    <field index="{i + 1}" term="{ns}{t}"/>' for i, (t, ns) in enumerate(terms.items()))
-
-    dialect = ('encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" fieldsEnclosedBy="" '
-               'ignoreHeaderLines="1"')
-    key_term = f"{GBIF if key == 'gbifID' else DWC}{key}"
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<archive xmlns="http://rs.tdwg.org/dwc/text/" metadata="eml.xml">
-  <core {dialect} rowType="{DWC}Occurrence">
-    <files><location>occurrence.txt</location></files>
-    <id index="0"/>
-    <field index="0" term="{key_term}"/>
-{fields({t: OCCURRENCE_TERMS[t] for t in core_terms})}
-  </core>
-  <extension {dialect} rowType="{DWC}Identification">
-    <files><location>identification.txt</location></files>
-    <coreid index="0"/>
-{fields(IDENTIFICATION_TERMS)}
-  </extension>
-</archive>
-"""
+def _media(row: dict) -> dict:
+    """The Audubon Core description of the image a row was classified from."""
+    return {"identifier": row[col.IMAGE_URI], "type": row.get("type") or "StillImage",
+            "accessURI": row[col.IMAGE_URI], "format": row.get("format"), "subjectPart": row.get(col.TAG),
+            "license": row.get("license"), "rightsHolder": row.get("rightsHolder"), "creator": row.get("creator")}
 
 
-def eml_xml(models: set, summary: dict, today: str) -> str:
-    """A minimal EML description naming the models and the counts."""
-    names = ", ".join(sorted(f"{n} {v} (sha256 {str(s)[:12]})" for n, v, s in models)) or "no model"
-    abstract = (f"Machine identifications of {summary['identifications']} images of {summary['occurrences']} "
-                f"occurrences by {names}, exported by plantray. Confidence is in identificationRemarks; the "
-                "image each identification was made from is in identificationReferences. All are unverified.")
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<eml:eml xmlns:eml="eml://ecoinformatics.org/eml-2.1.1" packageId="plantray-export-{today}" system="plantray"
-         scope="system" xml:lang="en">
-  <dataset>
-    <title>Machine identifications by plantray</title>
-    <creator><organizationName>plantray</organizationName></creator>
-    <pubDate>{today}</pubDate>
-    <language>en</language>
-    <abstract><para>{escape(abstract)}</para></abstract>
-    <contact><organizationName>plantray</organizationName></contact>
-  </dataset>
-</eml:eml>
-"""
+def _write_multimedia(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str) -> int:
+    """Writes multimedia.txt (one row per image); returns the rows written."""
+    terms, count = list(m.MULTIMEDIA_TERMS), 0
+    with zf.open("multimedia.txt", "w", force_zip64=True) as f:
+        f.write(_line([key, *terms]))
+        for rows, _ in _batches(dataset, [key, *_ROW_COLUMNS]):
+            for row in rows:
+                if row[key] is not None:
+                    media = _media(row)
+                    f.write(_line([row[key], *(media.get(t) for t in terms)]))
+                    count += 1
+    return count
 
 
-def write_archive(dataset: pads.Dataset, key: str, out: str, record=None) -> dict:
+def _abstract(summary: dict, models: set) -> tuple[str, str]:
+    """(abstract, method description) of the EML."""
+    names = ", ".join(sorted(f"{n} {v} (sha256 {str(s)[:12]})" for n, v, s in models)) or "plantray"
+    by_person = summary["identifications_by_person"]
+    abstract = (f"{summary['identifications']} identifications of images of {summary['occurrences']} occurrences: "
+                f"{summary['identifications'] - by_person} by {names}, {by_person} by people who reviewed the "
+                "images. Exported by plantray.")
+    method = ("Images were classified by a convolutional neural network (plantray); the confidence of each machine "
+              "identification is in identificationRemarks and the image it was made from in "
+              "identificationReferences; machine identifications are unverified."
+              + (" People reviewed some of them from the image (identificationVerificationStatus 'verified using "
+                 "recorded media', classificationMethod 'human'); the person's identification is the record's "
+                 "current one and the machine's stays in the identification history." if by_person else ""))
+    return abstract, method
+
+
+def write_archive(dataset: pads.Dataset, key: str, out: str, record=None,
+                  metadata: DatasetMetadata | None = None) -> dict:
     """Writes the Darwin Core Archive ``out`` (a .zip, local or object storage), streaming the predictions.
 
     Args:
         dataset: from :func:`open_predictions`.
         key: the occurrence key column.
         out: the archive to write.
-        record: summary -> bytes of a run record to include as ``_plantray_run.json`` (optional).
+        record: ``summary -> bytes`` of the run record stored in the archive (None: none).
+        metadata: title, creators, contact, licence and citation of the EML (default: plantray's).
     Returns:
-        ``{"out", "occurrences", "identifications", "skipped_errors"}``.
+        ``{"out", "occurrences", "identifications", "identifications_by_person", "media", "skipped_errors"}``.
     """
-    core_terms = [t for t in OCCURRENCE_TERMS if t != key and t in dataset.schema.names]
+    metadata = metadata or DatasetMetadata()
+    core_terms = [t for t in m.OCCURRENCE_TERMS if t != key and t in dataset.schema.names]
+    now = dt.datetime.now(dt.timezone.utc)
     with storage.open_for_write(out) as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
         occurrences, failed = _write_core(zf, dataset, key, core_terms)
-        identifications, models = _write_identifications(zf, dataset, key)
-        summary = {"out": out, "occurrences": occurrences, "identifications": identifications,
-                   "skipped_errors": failed}
-        zf.writestr("meta.xml", meta_xml(key, core_terms))
-        zf.writestr("eml.xml", eml_xml(models, summary, dt.date.today().isoformat()))
+        counts = _write_identifications(zf, dataset, key)
+        media = _write_multimedia(zf, dataset, key)
+        summary = {"out": out, "occurrences": occurrences, "identifications": counts["identifications"],
+                   "identifications_by_person": counts["by_person"], "media": media, "skipped_errors": failed}
+        files = [m.TextFile("occurrence.txt", m.OCCURRENCE_ROW_TYPE, key, {
+                     **{t: m.OCCURRENCE_TERMS[t] for t in core_terms},
+                     **{t: m.IDENTIFICATION_TERMS[t] for t in CORE_IDENTIFICATION}}, core=True),
+                 m.TextFile("identification.txt", m.IDENTIFICATION_ROW_TYPE, key, m.IDENTIFICATION_TERMS),
+                 m.TextFile("multimedia.txt", m.MULTIMEDIA_ROW_TYPE, key, m.MULTIMEDIA_TERMS)]
+        zf.writestr("meta.xml", m.meta_xml(files))
+        abstract, method = _abstract(summary, counts["models"])
+        zf.writestr("eml.xml", eml_xml(metadata, abstract, method, f"plantray-export-{now:%Y%m%dT%H%M%SZ}", now))
         if record is not None:
             zf.writestr("_plantray_run.json", record(summary))
     return summary

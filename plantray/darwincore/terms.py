@@ -27,6 +27,28 @@ def identification_id(model_sha256: str, image_uri: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{model_sha256}\n{image_uri}"))
 
 
+def occurrence_identification_id(key: str, value) -> str:
+    """The identificationID of an occurrence's combined machine identification (``--aggregate occurrence`` rows,
+    which carry none of their own): deterministic, from the occurrence key column and value."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"occurrence\n{key}\n{value}"))
+
+
+def review_identification_id(machine_id: str, decision: str, name: str | None, identified_by: str,
+                             date_identified: str) -> str:
+    """The identificationID of a person's identification (``plantray review apply``): deterministic, so applying
+    the same decisions again gives the same ids.
+
+    Args:
+        machine_id: the identificationID of the machine identification the person reviewed.
+        decision: accepted, corrected, rejected or not a plant.
+        name: the person's name for the taxon (None for rejected and not a plant).
+        identified_by: the reviewer.
+        date_identified: when, as the decisions file wrote it.
+    """
+    return str(uuid.uuid5(ID_NAMESPACE, "\n".join(["review", machine_id, decision, name or "", identified_by,
+                                                   date_identified])))
+
+
 def identification_remarks(confidence: float, rank: str, model_name: str, model_version: str) -> str:
     """Human-readable remarks carrying what Darwin Core has no term for (the confidence).
 

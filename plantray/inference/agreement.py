@@ -1,31 +1,15 @@
 """How a prediction compares with the publisher's own name of the occurrence (``publisher_agreement``).
 
-A data manager reviews the disagreements first. Names are compared as canonical names: the publisher's
-``Quercus robur L.`` is the binomial ``Quercus robur`` (authorship and ranks below species dropped), the
-prediction is a label (a binomial) or, after the roll-up, a genus or family name.
+A data manager reviews the disagreements first. Names are compared as canonical names
+(:func:`plantray.names.canonical`): the publisher's ``Quercus robur L.`` is the binomial ``Quercus robur``
+(authorship and ranks below species dropped, a hybrid's sign kept), the prediction is a label (a binomial) or,
+after the roll-up, a genus or family name.
 """
 
 from __future__ import annotations
 
 from plantray import columns as col
-
-_HYBRID_MARKS = {"×", "x"}
-
-
-def canonical(name: str | None) -> tuple[str | None, str | None]:
-    """(genus, binomial) of a scientific name; binomial None when the name has no specific epithet.
-
-    >>> canonical("Quercus robur L.")
-    ('Quercus', 'Quercus robur')
-    >>> canonical("Quercus L.")
-    ('Quercus', None)
-    """
-    words = [w for w in (name or "").split() if w not in _HYBRID_MARKS]
-    if not words:
-        return None, None
-    genus = words[0]
-    epithet = words[1] if len(words) > 1 and words[1][:1].islower() else None
-    return genus, (f"{genus} {epithet}" if epithet else None)
+from plantray.names import canonical
 
 
 def agreement(predicted: str | None, rank: str | None, publisher: str | None) -> str:
@@ -41,10 +25,10 @@ def agreement(predicted: str | None, rank: str | None, publisher: str | None) ->
         prediction of the publisher's genus included); ``different`` otherwise, a family-rank or empty
         prediction included (they are worth a look).
     """
-    pub_genus, pub_species = canonical(publisher)
+    pub_genus, pub_species, _ = canonical(publisher)
     if pub_genus is None:
         return col.NO_PUBLISHER_NAME
-    genus, species = canonical(predicted)
+    genus, species, _ = canonical(predicted)
     if rank == "species" and species is not None and species == pub_species:
         return col.SAME_SPECIES
     if rank in ("species", "genus") and genus == pub_genus:

@@ -179,7 +179,8 @@ class Predictor:
         return cols
 
     def _taxon_columns(self, table: pa.Table, names: pa.Array, ranks: pa.Array, rows: np.ndarray) -> dict:
-        """The reported species' taxonID and scientificNameID (from the labels; null at genus/family rank), and
+        """The reported species' taxonID, scientificNameID and the checklist they come from (nameAccordingTo[ID];
+        from the labels; null at genus/family rank), and
         ``publisher_agreement`` with the input's own scientificName (null for rows that failed)."""
         index = {name: i for i, name in enumerate(self.labels.names)}
         names, ranks = names.to_pylist(), ranks.to_pylist()
@@ -188,10 +189,14 @@ class Predictor:
                          [None] * table.num_rows)
         ok = np.zeros(table.num_rows, bool)
         ok[rows] = True
+        def per_label(values: list) -> pa.Array:
+            return pa.array([values[i] if i is not None else None for i in species], pa.string())
+
         return {
-            col.TAXON_ID: pa.array([self.labels.taxon_id[i] if i is not None else None for i in species], pa.string()),
-            col.SCIENTIFIC_NAME_ID: pa.array([self.labels.scientific_name_id[i] if i is not None else None
-                                              for i in species], pa.string()),
+            col.TAXON_ID: per_label(self.labels.taxon_id),
+            col.SCIENTIFIC_NAME_ID: per_label(self.labels.scientific_name_id),
+            col.NAME_ACCORDING_TO: per_label(self.labels.name_according_to),
+            col.NAME_ACCORDING_TO_ID: per_label(self.labels.name_according_to_id),
             col.PUBLISHER_AGREEMENT: pa.array([agreement(nm, rk, pub) if good else None
                                                for nm, rk, pub, good in zip(names, ranks, publisher, ok)], pa.string()),
         }

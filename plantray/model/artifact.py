@@ -42,7 +42,7 @@ def make_card(arch: str, labels: Labels, preset: EvalPreset, provenance: dict, n
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     return {"name": name or f"plantray-{arch}", "version": version or created[:10], "arch": arch,
             "num_classes": len(labels), "input": preset.to_dict(), "weights": provenance,
-            "created": created, "plantray_version": __version__, **extra}
+            "created": created, "plantray_version": __version__, "taxonomy": labels.taxonomy(), **extra}
 
 
 def save_artifact(uri: str, model: torch.nn.Module, labels: Labels, card: dict) -> dict:

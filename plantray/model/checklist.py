@@ -4,11 +4,11 @@ The checklist is a file the user downloads (plantray stays offline): a tab- or c
 Darwin Core Taxon columns (``taxonID``, ``scientificName``, ``canonicalName``, ``taxonomicStatus``,
 ``acceptedNameUsageID``, ``genus``, ``family``, ``kingdom``, optional ``scientificNameID``), or a Darwin Core
 Archive whose core is Taxon (its ``meta.xml`` names the columns). The Backbone has millions of rows, so it
-is streamed with pyarrow's CSV reader and filtered batch by batch to the rows naming a label (pass 1) and
-the accepted taxa those synonyms point to (pass 2); only these few rows are kept.
+is streamed (:mod:`plantray.model.taxa`) and filtered batch by batch to the rows naming a label (pass 1,
+which ``rows_read`` counts) and the accepted taxa those synonyms point to (pass 2); only these few rows are kept.
 
-Rules, per label name (a binomial, compared with ``canonicalName``, or ``scientificName`` when the
-checklist has no canonical names):
+Rules, per label name (compared in canonical form, :func:`plantray.model.taxa.name_key`, with
+``canonicalName``, or with ``scientificName`` without its authorship when the checklist has no canonical names):
 
 1. rows of another kingdom than ``kingdom`` are ignored (a name can be a plant and an animal);
 2. one accepted taxon of that name: matched. Several: a **homonym**, left unmatched and reported with the
@@ -20,26 +20,34 @@ checklist has no canonical names):
 
 A matched label gets the accepted taxon's ``taxonID``, ``genus`` and ``family``, its full name in
 ``acceptedNameUsage``, and the ``scientificNameID`` of the row naming the label (when the checklist has one).
+A label left unmatched or a homonym has its identifiers (``taxonID``, ``scientificNameID``,
+``acceptedNameUsage``) cleared, so no identifier from an earlier match outlives it; its genus and family stay.
 """
 
 from __future__ import annotations
 
+import os
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from plantray import storage
 from plantray.config import ConfigError
+from plantray.model import coldp, taxa
 from plantray.model.labels import Labels
-from plantray.sources.dwcameta import FileSpec, open_member, packing, read_core_spec
+from plantray.sources.dwcameta import (
+    _archive_listing,
+    local_name,
+    member_name,
+    open_member,
+    packing,
+    read_core_spec,
+)
 
 TAXON_ROW_TYPE = "http://rs.tdwg.org/dwc/terms/Taxon"
 WANTED = ("taxonID", "scientificName", "canonicalName", "taxonomicStatus", "acceptedNameUsageID", "genus",
           "family", "kingdom", "scientificNameID")
 REQUIRED = ("taxonID", "scientificName", "taxonomicStatus")
-_BLOCK = 8 * 1024**2  # bytes per streamed CSV block
+KEY = "_key"  # the label key a found row names (taxa.name_key)
 
 
 @dataclass
@@ -51,104 +59,117 @@ class MatchReport:
     synonyms: list[dict] = field(default_factory=list)  # {"name", "accepted", "taxonID"}
     homonyms: list[dict] = field(default_factory=list)  # {"name", "candidates": [taxonID, ...]}
     unmatched: list[str] = field(default_factory=list)
-    rows_read: int = 0
+    rows_read: int = 0  # checklist rows, each counted once
     rows_skipped: int = 0  # malformed checklist lines (wrong number of fields)
+    checklist_format: str = ""  # "Darwin Core Archive", "Darwin Core Taxon table" or "ColDP"
+    nameAccordingTo: str | None = None  # the checklist every filled taxonID comes from
+    nameAccordingToID: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def _file_spec(uri: str) -> FileSpec:
+@dataclass
+class Found:
+    """What a checklist holds about a set of label keys.
+
+    Attributes:
+        rows: the rows naming a label, as dicts of :data:`WANTED` plus ``_key`` (the label key named).
+        accepted: taxonID -> row of the accepted taxa the found synonyms point to.
+        rows_read: rows of the checklist (read once).
+        rows_skipped: malformed lines.
+    """
+
+    rows: list[dict]
+    accepted: dict[str, dict]
+    rows_read: int = 0
+    rows_skipped: int = 0
+    form: str = ""
+    according_to: tuple[str | None, str | None] = (None, None)
+
+
+def _text_file(uri: str) -> taxa.TextFile:
     """The checklist's table: an archive's Taxon core, or a plain .tsv/.txt (tab) or .csv file with a header."""
     fs, path = storage.get_fs(uri)
     if not fs.exists(path):
         raise ConfigError(f"--checklist {uri!r} does not exist; download e.g. the GBIF Backbone Taxonomy "
                           "(backbone.zip or its Taxon.tsv) and pass its path")
     if packing(uri) != "dir" or fs.isdir(path):
-        return read_core_spec(uri, TAXON_ROW_TYPE, f"--checklist {uri!r}")
+        spec = read_core_spec(uri, TAXON_ROW_TYPE, f"--checklist {uri!r}")
+        return taxa.TextFile(uri, spec.member, spec.delimiter, spec.quote, spec.header_lines, spec.encoding,
+                             indexes=dict(spec.columns))
     delimiter = "," if uri.lower().endswith(".csv") else "\t"
     # GBIF's Taxon.tsv has no quoting and names contain '"': read quotes as text in tab-separated files.
-    return FileSpec(uri, uri, "file", delimiter=delimiter, quote='"' if delimiter == "," else "", header_lines=1)
+    return taxa.TextFile(uri, delimiter=delimiter, quote='"' if delimiter == "," else "")
 
 
-def _open(spec: FileSpec):
-    if spec.kind == "file":
-        fs, path = storage.get_fs(spec.archive)
-        return fs.open(path, "rb")
-    return open_member(spec.archive, spec.member)
-
-
-def _header(spec: FileSpec) -> list[str]:
-    """The column names of a plain file's header line."""
-    with _open(spec) as raw:
-        line = raw.readline().decode(spec.encoding).rstrip("\r\n")
-    return [c.strip().strip('"') for c in line.split(spec.delimiter)]
-
-
-def _reader(spec: FileSpec, raw, names: dict, skipped: list) -> pacsv.CSVStreamingReader:
-    """A streaming reader of the columns ``names`` (reader name -> term), all read as strings."""
-    def skip(_row) -> str:  # malformed lines are counted, not fatal: a 2 GB file should not die on one
-        skipped.append(1)
-        return "skip"
-
-    parse = pacsv.ParseOptions(delimiter=spec.delimiter, quote_char=spec.quote or False, invalid_row_handler=skip)
-    read = pacsv.ReadOptions(block_size=_BLOCK, encoding=spec.encoding, skip_rows=0 if spec.kind == "file" else
-                             spec.header_lines, autogenerate_column_names=spec.kind != "file")
-    convert = pacsv.ConvertOptions(include_columns=list(names), column_types={n: pa.string() for n in names},
-                                   strings_can_be_null=True)
-    return pacsv.open_csv(raw, read_options=read, parse_options=parse, convert_options=convert)
-
-
-def _columns(uri: str, spec: FileSpec) -> dict[str, str]:
-    """Reader column name -> term name of the wanted columns present (meta.xml's indexes, or the header).
+def _columns(uri: str, file: taxa.TextFile) -> dict[str, str]:
+    """Reader column name -> term of the :data:`WANTED` columns present.
 
     Raises:
         ConfigError: a required column is missing.
     """
-    if spec.kind == "file":
-        names = {n: n for n in _header(spec) if n in WANTED}
-    else:  # pyarrow names headerless columns f0, f1, ...
-        names = {f"f{i}": term for term, i in spec.columns.items() if term in WANTED}
+    names = file.columns(lambda n: local_name(n) if local_name(n) in WANTED else None)
     missing = [c for c in REQUIRED if c not in names.values()]
     if missing:
         raise ConfigError(f"--checklist {uri!r} lacks {missing}: give a Darwin Core Taxon table such as the GBIF "
                           "Backbone's Taxon.tsv (taxonID, scientificName, canonicalName, taxonomicStatus, "
-                          "acceptedNameUsageID, genus, family)")
+                          "acceptedNameUsageID, genus, family), or a Catalogue of Life Data Package (ColDP)")
     return names
 
 
-def _normalise(batch: pa.RecordBatch, names: dict) -> pa.Table:
-    """A batch with every :data:`WANTED` column, by term name (absent ones null)."""
-    table = pa.Table.from_batches([batch]).rename_columns([names[n] for n in batch.schema.names])
-    return pa.table({t: table.column(t) if t in table.column_names else pa.nulls(table.num_rows, pa.string())
-                     for t in WANTED})
+def _eml_according_to(uri: str) -> tuple[str | None, str | None]:
+    """(nameAccordingTo, nameAccordingToID) from a Darwin Core Archive's EML: its title and publication date,
+    and its DOI as a URL (the GBIF Backbone's backbone.zip: "GBIF Backbone Taxonomy", 10.15468/39omei)."""
+    meta, sizes = _archive_listing(uri)
+    location = (ET.fromstring(meta).get("metadata") if meta else None) or "eml.xml"
+    member = member_name(list(sizes), location)
+    if member is None:
+        return None, None
+    try:
+        with open_member(uri, member) as f:
+            dataset = ET.fromstring(f.read()).find("dataset")
+    except ET.ParseError:
+        return None, None
+    if dataset is None:
+        return None, None
+    title, date = (" ".join((dataset.findtext(t) or "").split()) for t in ("title", "pubDate"))
+    dois = [d.strip() for d in (e.text or "" for e in dataset.iter("alternateIdentifier")) if "10." in d]
+    doi = next((d[d.index("10."):] for d in dois), None)
+    text = f"{title} ({date})" if title and date else title or None
+    return text, f"https://doi.org/{doi}" if doi else None
 
 
-def scan(uri: str, column: str, values: list[str]) -> tuple[pa.Table, int, int]:
-    """Streams the checklist, keeping the rows whose ``column`` is in ``values`` (never the whole file).
+def lookup(uri: str, keys: set[str]) -> Found:
+    """The rows of a checklist naming ``keys``, and the accepted taxa of its synonyms.
 
     Args:
-        uri: the checklist (archive or file).
-        column: ``taxonID``, or ``canonicalName`` (``scientificName`` when the checklist has none).
-        values: the values kept.
-    Returns:
-        (kept rows with the :data:`WANTED` columns, rows read, malformed rows skipped).
+        uri: a Darwin Core Taxon table, a Darwin Core Archive with a Taxon core, or a Catalogue of Life Data
+            Package (:mod:`plantray.model.coldp`).
+        keys: label keys (:func:`plantray.model.taxa.name_key`).
     Raises:
         ConfigError: a checklist lacking the required columns.
     """
-    spec = _file_spec(uri)
-    names = _columns(uri, spec)
-    if column == "canonicalName" and column not in names.values():
-        column = "scientificName"
-    wanted = pa.array(sorted(set(values)), pa.string())
+    fs, path = storage.get_fs(uri)
+    if fs.exists(path) and coldp.is_coldp(uri):
+        rows, accepted, read, skipped, source = coldp.lookup(uri, keys)
+        return Found(rows, accepted, read, skipped, "ColDP", source)
+    file = _text_file(uri)
+    names = _columns(uri, file)
+    column = "canonicalName" if "canonicalName" in names.values() else "scientificName"
     skipped, kept, rows = [], [], 0
-    with _open(spec) as raw:
-        for batch in _reader(spec, raw, names, skipped):
-            table = _normalise(batch, names)
-            rows += table.num_rows
-            kept.append(table.filter(pc.fill_null(pc.is_in(table.column(column), value_set=wanted), False)))
-    schema = pa.schema([(t, pa.string()) for t in WANTED])
-    return (pa.concat_tables(kept) if kept else schema.empty_table()), rows, len(skipped)
+    for batch in file.batches(names, skipped):
+        rows += batch.num_rows
+        kept.append(taxa.rows_named(taxa.with_columns(batch, WANTED), column, keys))
+    found = taxa.concat(kept, (*WANTED, KEY)).to_pylist()
+    targets = {r["acceptedNameUsageID"] for r in found if r.get("acceptedNameUsageID")}
+    accepted = {}
+    if targets:  # pass 2: the synonyms' accepted taxa (its rows are not counted again)
+        tables = [taxa.rows_in(taxa.with_columns(b, WANTED), "taxonID", targets) for b in file.batches(names, [])]
+        accepted = {r["taxonID"]: r for r in taxa.concat(tables, WANTED).to_pylist()}
+    if file.member:
+        return Found(found, accepted, rows, len(skipped), "Darwin Core Archive", _eml_according_to(uri))
+    return Found(found, accepted, rows, len(skipped), "Darwin Core Taxon table")
 
 
 def _status(row: dict) -> str:
@@ -171,48 +192,50 @@ def _decide(rows: list[dict]) -> tuple[str, list[str], dict | None]:
     return ("homonym", targets, None) if targets else ("unmatched", [], None)
 
 
-def match_labels(labels: Labels, checklist: str, kingdom: str | None = "Plantae") -> tuple[Labels, MatchReport]:
-    """Fills taxonID, scientificNameID, acceptedNameUsage, genus and family of ``labels`` from ``checklist``.
+def match_labels(labels: Labels, checklist: str, kingdom: str | None = "Plantae",
+                 name: str | None = None) -> tuple[Labels, MatchReport]:
+    """Fills taxonID, scientificNameID, acceptedNameUsage, genus, family and nameAccordingTo(ID) of ``labels``
+    from ``checklist``.
 
     Args:
         labels: the model's labels (names and order unchanged).
-        checklist: a Taxon table or a Darwin Core Archive with a Taxon core.
+        checklist: a Taxon table, a Darwin Core Archive with a Taxon core, or a ColDP package.
         kingdom: only taxa of this kingdom (rows without a kingdom count); None for all.
+        name: what the checklist is (nameAccordingTo); default: from its metadata (EML, metadata.yaml), else
+            its file name.
     Returns:
-        (the filled labels, the report). Unmatched labels keep what they had.
+        (the filled labels, the report). Unmatched labels and homonyms lose their identifiers.
     """
-    found, rows_read, skipped = scan(checklist, "canonicalName", labels.names)
-    by_name: dict[str, list[dict]] = {}
-    for row in found.to_pylist():
+    keys = {taxa.name_key(n) for n in labels.names}
+    found = lookup(checklist, keys)
+    text, link = found.according_to
+    text = name or text or os.path.basename(checklist.rstrip("/"))
+    by_key: dict[str, list[dict]] = {}
+    for row in found.rows:
         if kingdom is None or not row.get("kingdom") or row["kingdom"] == kingdom:
-            key = row["canonicalName"] if row.get("canonicalName") else row["scientificName"]
-            by_name.setdefault(key, []).append(row)
-    decisions = {n: _decide(by_name.get(n, [])) for n in labels.names}
-    accepted_ids = [ids[0] for kind, ids, _ in decisions.values() if kind == "synonym"]
-    accepted = {}
-    if accepted_ids:
-        targets, more, bad = scan(checklist, "taxonID", accepted_ids)
-        rows_read, skipped = rows_read + more, skipped + bad
-        accepted = {r["taxonID"]: r for r in targets.to_pylist()}
-    report = MatchReport(labels=len(labels), rows_read=rows_read, rows_skipped=skipped)
-    return _apply(labels, decisions, accepted, report), report
+            by_key.setdefault(row[KEY], []).append(row)
+    decisions = {n: _decide(by_key.get(taxa.name_key(n), [])) for n in labels.names}
+    report = MatchReport(labels=len(labels), rows_read=found.rows_read, rows_skipped=found.rows_skipped,
+                         checklist_format=found.form, nameAccordingTo=text, nameAccordingToID=link)
+    return _apply(labels, decisions, found.accepted, report), report
+
+
+_IDENTIFIERS = ("taxon_id", "scientific_name_id", "accepted_name", "name_according_to", "name_according_to_id")
 
 
 def _apply(labels: Labels, decisions: dict, accepted: dict, report: MatchReport) -> Labels:
     """The labels with the decided taxa filled in; the report's lists filled on the way."""
-    cols = {k: list(getattr(labels, k)) for k in ("taxon_id", "scientific_name_id", "accepted_name", "genus",
-                                                     "family")}
+    cols = {k: list(getattr(labels, k)) for k in (*_IDENTIFIERS, "genus", "family")}
     for i, name in enumerate(labels.names):
         kind, ids, own = decisions[name]
-        if kind == "unmatched":
-            report.unmatched.append(name)
-            continue
-        if kind == "homonym":
-            report.homonyms.append({"name": name, "candidates": ids})
-            continue
-        target = own if kind == "accepted" else accepted.get(ids[0])
-        if target is None:  # the synonym points at a taxon the checklist does not hold
-            report.unmatched.append(name)
+        target = own if kind == "accepted" else accepted.get(ids[0]) if kind == "synonym" else None
+        if target is None:  # unmatched, a homonym, or a synonym of a taxon the checklist does not hold
+            if kind == "homonym":
+                report.homonyms.append({"name": name, "candidates": ids})
+            else:
+                report.unmatched.append(name)
+            for key in _IDENTIFIERS:  # an identifier of an earlier match would now be wrong
+                cols[key][i] = None
             continue
         if kind == "synonym":
             report.synonyms.append({"name": name, "accepted": target["scientificName"], "taxonID": ids[0]})
@@ -221,4 +244,5 @@ def _apply(labels: Labels, decisions: dict, accepted: dict, report: MatchReport)
         cols["scientific_name_id"][i] = own.get("scientificNameID") or cols["scientific_name_id"][i]
         cols["genus"][i] = target.get("genus") or cols["genus"][i]
         cols["family"][i] = target.get("family") or cols["family"][i]
+        cols["name_according_to"][i], cols["name_according_to_id"][i] = report.nameAccordingTo, report.nameAccordingToID
     return replace(labels, **cols)

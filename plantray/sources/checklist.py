@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from plantray import storage
 from plantray.config import ConfigError
+from plantray.names import canonical
 from plantray.sources.dwcameta import _dialect, _parse, _tag, local_name, member_name, open_member, packing
 
 COUNTRY, STATE, NAME, STATUS = "countryCode", "stateProvince", "scientificName", "occurrenceStatus"
@@ -179,8 +180,8 @@ def read_checklist(uri: str, flag: str = "--checklist") -> Checklist:
 
 
 def match_names(checklist_names: list[str], labels: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Maps checklist names to the model's labels: the exact name, else the name without authorship
-    (its first two words, or four for ``subsp.``/``var.``/``f.``), as GBIF's ``Quercus robur L.``.
+    """Maps checklist names to the model's labels: the exact name, else the name without authorship (its
+    infraspecific name, then its species; :func:`plantray.names.canonical`), as GBIF's ``Quercus robur L.``.
 
     Args:
         checklist_names: the checklist's distinct scientific names.
@@ -188,13 +189,12 @@ def match_names(checklist_names: list[str], labels: list[str]) -> tuple[dict[str
     Returns:
         (checklist name -> label, checklist names matching no label).
     """
-    known = set(labels)
+    # Labels are compared in their canonical form too: a label "Mentha x piperita" is "Mentha × piperita".
+    known = {**{canonical(label).name or label: label for label in labels}, **{label: label for label in labels}}
     matched, unmatched = {}, []
     for name in checklist_names:
-        words = name.split()
-        rank_marker = len(words) > 3 and words[2] in ("subsp.", "var.", "f.", "ssp.")
-        candidates = (name, " ".join(words[:4]) if rank_marker else None, " ".join(words[:2]))
-        label = next((c for c in candidates if c and c in known), None)
+        parts = canonical(name)
+        label = next((known[c] for c in (name, parts.infraspecific, parts.species) if c and c in known), None)
         if label:
             matched[name] = label
         else:

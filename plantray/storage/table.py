@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import ray
 
 from plantray import storage
-from plantray.columns import RUN_CHUNK, RUN_ID
+from plantray.columns import CLASSIFICATION_METHOD, HUMAN, RUN_CHUNK, RUN_ID
 from plantray.config import ConfigError
 from plantray.storage import delta
 from plantray.storage.legacylog import (  # noqa: F401 (the old layout: migrate and refusal)
@@ -248,13 +248,20 @@ def _with_key(batch: pa.Table, key_columns: list[str]) -> pa.Table:
 
 
 def _keep_newest(group: pa.Table) -> pa.Table:
+    # A person's identification (review apply commits rows with classificationMethod "human") stays the image's
+    # current one whatever a later re-classification commits; among those, the newest review wins.
+    if CLASSIFICATION_METHOD in group.column_names:
+        human = pc.fill_null(pc.equal(group.column(CLASSIFICATION_METHOD), HUMAN), False)
+        if pc.any(human).as_py():
+            group = group.filter(human)
     newest = pc.max(group.column(SEQ)).as_py()
     rows = group.filter(pc.equal(group.column(SEQ), newest))
     return rows.slice(rows.num_rows - 1, 1).drop_columns([KEY, COMMITTED_AT])
 
 
 def latest(table_uri: str, num_partitions: int = 8, version: int | None = None) -> ray.data.Dataset:
-    """The newest committed prediction per image (key: ``image_uri``, or ``gbifID`` + ``image_uri``).
+    """The newest committed prediction per image (key: ``image_uri``, or ``gbifID`` + ``image_uri``); an image
+    a person identified (``plantray review apply``) keeps the person's newest row, whatever came after it.
 
     Args:
         table_uri: the table.

@@ -307,7 +307,7 @@ def test_classify_archive_end_to_end(ray_session, tmp_path, image_server):
     exported = str(tmp_path / "identifications.zip")
     assert main(["export", "dwca", out, exported]) == 0
     with DwCAReader(exported) as dwca:
-        core = {row.id: [e.data["http://rs.tdwg.org/dwc/terms/identificationReferences"] for e in row.extensions]
-                for row in dwca}
+        core = {row.id: [e.data["http://rs.tdwg.org/dwc/terms/identificationReferences"] for e in row.extensions
+                         if e.rowtype == "http://rs.tdwg.org/dwc/terms/Identification"] for row in dwca}
     assert {k: sorted(v) for k, v in core.items()} == {"1": sorted({media[0].url, media[1].url}),
                                                        "2": [media[3].url]}

@@ -56,15 +56,19 @@ def check_archive(path: str, rows: list[dict]) -> None:
     occurrences = sorted({r["gbifID"] for r in ok})
     with DwCAReader(path) as archive:
         assert archive.descriptor.core.type == DWC + "Occurrence"
-        assert [e.type for e in archive.descriptor.extensions] == [DWC + "Identification"]
+        assert [e.type for e in archive.descriptor.extensions] == [DWC + "Identification",
+                                                                   "http://rs.tdwg.org/ac/terms/Multimedia"]
         core = list(archive)
         assert sorted(c.id for c in core) == occurrences
-        idents = {}
+        idents, media = {}, {}
         for c in core:
             assert c.data[DWC + "occurrenceID"] == f"urn:o:{c.id}"
             assert c.data[DWC + "basisOfRecord"] == "HUMAN_OBSERVATION"
             for e in c.extensions:
-                idents[e.data[DWC + "identificationReferences"]] = (c.id, e.data)
+                if e.rowtype == DWC + "Identification":
+                    idents[e.data[DWC + "identificationReferences"]] = (c.id, e.data)
+                else:  # the image and its rights, in Audubon Core
+                    media[e.data["http://rs.tdwg.org/ac/terms/accessURI"]] = e.data
         assert "Machine identifications" in archive.metadata.find("dataset/title").text
     assert sorted(idents) == sorted(r["image_uri"] for r in ok)
     for r in ok:
@@ -79,9 +83,10 @@ def check_archive(path: str, rows: list[dict]) -> None:
         assert data[DWC + "identificationVerificationStatus"] == "unverified"
         assert data[DWC + "identificationRemarks"] == (
             f"machine identification by plantray-resnet18 t1 (confidence {r['confidence']:.3f}, rank species)")
-        assert data[DCT + "license"] == r["license"]
-        assert data[DCT + "rightsHolder"] == r["rightsHolder"].replace("\t", " ")
-        assert data[DCT + "creator"] == r["creator"].replace("\n", " ")
+        image = media[r["image_uri"]]
+        assert image[DCT + "rights"] == r["license"]
+        assert image["http://ns.adobe.com/xap/1.0/rights/Owner"] == r["rightsHolder"].replace("\t", " ")
+        assert image["http://purl.org/dc/elements/1.1/creator"] == r["creator"].replace("\n", " ")
 
 
 def test_export_round_trip(tmp_path):
@@ -89,7 +94,8 @@ def test_export_round_trip(tmp_path):
     preds = write_predictions(str(tmp_path / "preds"), rows)
     out = str(tmp_path / "out" / "ids.zip")
     summary = export_dwca(ExportConfig(preds, out))
-    assert summary == {"out": out, "occurrences": 2, "identifications": 3, "skipped_errors": 2}
+    assert summary == {"out": out, "occurrences": 2, "identifications": 3, "identifications_by_person": 0,
+                       "media": 3, "skipped_errors": 2}
     check_archive(out, rows)
     with zipfile.ZipFile(out) as zf:  # the run record travels inside the archive
         assert json.loads(zf.read("_plantray_run.json"))["summary"] == summary
