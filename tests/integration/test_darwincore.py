@@ -17,6 +17,12 @@ SPECIES = ["Quercus robur", "Quercus petraea", "Acer campestre", "Acer platanoid
            "Fagus sylvatica"]
 GENUS = ["Quercus", "Quercus", "Acer", "Acer", None, "Fagus"]  # Rosa's genus deliberately missing
 FAMILY = ["Fagaceae", "Fagaceae", "Sapindaceae", "Sapindaceae", "Rosaceae", "Fagaceae"]
+# identificationID: a UUIDv5 of "<weights sha256>\n<image_uri>" in plantray's fixed namespace (as test_export.py).
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/plantray/plantray/identification")
+
+
+def _uuid5(sha256: str, image_uri: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{sha256}\n{image_uri}"))
 
 
 def test_rollup_worked_by_hand():
@@ -55,6 +61,7 @@ def test_rollup_without_groups_and_bad_args():
 
 def test_identification_id_is_deterministic():
     a = identification_id("ab" * 32, "s3://b/img1.jpg")
+    assert a == _uuid5("ab" * 32, "s3://b/img1.jpg")  # the same on every run, machine and plantray version
     assert a == identification_id("ab" * 32, "s3://b/img1.jpg")
     assert a != identification_id("ab" * 32, "s3://b/img2.jpg")
     assert a != identification_id("cd" * 32, "s3://b/img1.jpg")
@@ -74,8 +81,7 @@ def test_dwc_columns_with_an_error_row():
              "taxonRank": np.array(["genus", None], dtype=object),
              "error": np.array([None, "http 404"], dtype=object)}
     out = dwc_columns(batch, card, "2026-11-27T10:00:00Z")
-    assert list(out["identificationID"]) == [identification_id("ab" * 32, "s3://b/1.jpg"),
-                                             identification_id("ab" * 32, "s3://b/2.jpg")]
+    assert list(out["identificationID"]) == [_uuid5("ab" * 32, "s3://b/1.jpg"), _uuid5("ab" * 32, "s3://b/2.jpg")]
     assert list(out["identifiedBy"]) == ["plantray-resnet50 v3 (sha256:abababababab)"] * 2
     assert list(out["dateIdentified"]) == ["2026-11-27T10:00:00Z", None]
     assert list(out["identificationRemarks"]) == [

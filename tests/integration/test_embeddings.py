@@ -13,10 +13,9 @@ import pyarrow.parquet as pq
 import torch
 import torchvision
 import torchvision.transforms.functional as TF
+from PIL import Image
 
 from plantray.cli import main
-from plantray.images.loader import EvalView, load_batch
-from plantray.images.presets import EvalPreset
 from tests.helpers import SPECIES, jpeg_bytes, read_output, tiny_model, write
 
 RESNET18_FEATURES = 512  # torchvision resnet18: fc.in_features
@@ -47,17 +46,21 @@ def test_classify_writes_embeddings_keyed_like_predictions(ray_session, tmp_path
     # float16 vectors of the network's feature size
     assert table.schema.field("embedding").type == pa.list_(pa.float16(), RESNET18_FEATURES)
 
-    # independent: torchvision's resnet18 with the head removed, on the pixels the loader gives the model
-    # (at 32 px, PIL's and the loader's resizing differ by more than the float16 rounding checked here)
+    # independent: torchvision's resnet18 with the head removed, on each image preprocessed here with PIL as
+    # the card says (shorter side to resize_size, rounded; bilinear; the centre crop_size square)
     net = torchvision.models.resnet18(num_classes=len(SPECIES))
     net.load_state_dict(torch.load(os.path.join(model, "weights.pt"), weights_only=True))
     net.fc = torch.nn.Identity()
     net.eval()
     got = dict(zip(table.column("image_uri").to_pylist(), table.column("embedding").to_pylist()))
-    view = EvalView(EvalPreset.from_dict(card["input"]))
-    pixels = load_batch(pa.table({"image_uri": images, "_source": images}), view).column("_pixels").to_pylist()
-    for p, px in zip(images, pixels):
-        x = torch.from_numpy(np.frombuffer(px, np.uint8).reshape(32, 32, 3).copy()).permute(2, 0, 1) / 255.0
+    resize, crop = card["input"]["resize_size"], card["input"]["crop_size"]
+    for p in images:
+        img = Image.open(p).convert("RGB")
+        scale = resize / min(img.size)
+        w, h = round(img.width * scale), round(img.height * scale)
+        left, top = (w - crop) // 2, (h - crop) // 2
+        pixels = np.asarray(img.resize((w, h), Image.BILINEAR))[top:top + crop, left:left + crop]
+        x = torch.from_numpy(pixels.copy()).permute(2, 0, 1) / 255.0
         x = TF.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
         with torch.no_grad():
             expected = net(x[None])[0].numpy()

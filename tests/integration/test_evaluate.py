@@ -180,11 +180,24 @@ def test_end_to_end_ten_crop_two_sets_two_models(tmp_path, ray_session):
     assert "trained Top-1" in md and "random Top-5" in md and "| unseen |" in md
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pads.dataset(str(out / "predictions"), format="parquet").to_table().to_pylist()
+    # The truth from the test manifest ("test") and the unseen tree's directory names ("unseen"), by path.
+    manifest = pq.read_table(data / "test.parquet", columns=["image_uri", "scientificName"]).to_pylist()
+    truth = {"test": {str(data / r["image_uri"]): r["scientificName"] for r in manifest},
+             "unseen": {str(p): p.parent.name for p in (data / "unseen").glob("*/*.jpg")}}
+    assert len(truth["test"]) == 16 and len(truth["unseen"]) == 12
     for e in report["results"]:
         m = e["metrics"]
-        assert m["top5"] >= m["top1"]
         scored = [r for r in table if r["model"] == e["model"] and r["test_set"] == e["test_set"]
                   and r["error"] is None]
+        # Top-1 and Top-5 from the rows' rankings against the truth read here; with 4 species every ranking
+        # holds all 4 names, so Top-5 is exactly 1.
+        known = truth[e["test_set"]]
+        label = {r["image_uri"]: known[str(data / r["image_uri"])] for r in scored}
+        assert len(label) == len(known) and all(sorted(r["topk_scientificName"]) == sorted(labels.names)
+                                                for r in scored)
+        assert m["top1"] == pytest.approx(np.mean([r["topk_scientificName"][0] == label[r["image_uri"]]
+                                                   for r in scored]))
+        assert m["top5"] == 1.0
         assert len(scored) == m["images"] == e["images"]["scored"] == {"test": 16, "unseen": 12}[e["test_set"]]
         for k in (1, 5):
             recomputed = sum(r["scientificName"] in r["topk_scientificName"][:k] for r in scored) / len(scored)

@@ -97,7 +97,9 @@ def test_incremental_runs_model_change_and_noop(ray_session, tmp_path, models):
     rows = _committed(table)
     assert sorted(rows.column("image_uri").to_pylist()) == sorted(uris2)  # N+M rows, no duplicates
     assert set(rows.column("model_sha256").to_pylist()) == {sha1}
-    assert rows.column("note").to_pylist()  # passthrough columns kept
+    # passthrough columns kept, each row with its own image's value (_manifest gives image i the note "n<i>")
+    notes = dict(zip(rows.column("image_uri").to_pylist(), rows.column("note").to_pylist()))
+    assert notes == {uri: f"n{i}" for i, uri in enumerate(uris2)}
 
     # A new model re-classifies everything; the table keeps both versions, the latest view only the new one.
     s3_ = nightly(_cfg(models["m2"], inp2, table, "day3"))

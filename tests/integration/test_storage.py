@@ -164,10 +164,19 @@ def test_missing_gcsfs_names_the_package():
         storage.check_scheme("gs://bucket/a.jpg")
 
 
-def test_check_scheme_accepts_installed_schemes(s3_server, tmp_path):
-    storage.check_scheme(str(tmp_path))
-    storage.check_scheme("s3://bucket/key")
-    storage.check_scheme("https://host/a.jpg")
+@pytest.mark.parametrize("uri, protocol", [(None, "file"), ("file:///data/a.jpg", "file"), ("s3://bucket/key", "s3"),
+                                           ("https://host/a.jpg", "https")])
+def test_check_scheme_accepts_installed_schemes(s3_server, tmp_path, uri, protocol):
+    uri = uri or str(tmp_path)
+    assert storage.check_scheme(uri) is None  # accepted: no MissingFilesystem, no ValueError
+    # ... and the filesystem it vouched for is the scheme's own fsspec implementation, as fsspec registers it.
+    assert isinstance(storage.get_fs(uri)[0], fsspec.get_filesystem_class(protocol))
+
+
+def test_check_scheme_refuses_what_fsspec_does_not_know():
+    with pytest.raises(ValueError, match="nosuchscheme") as info:
+        storage.check_scheme("nosuchscheme://bucket/a.jpg")
+    assert not isinstance(info.value, storage.MissingFilesystem)  # nothing to install: the scheme is wrong
 
 
 # S3 (the tests' moto server through AWS_ENDPOINT_URL)

@@ -11,6 +11,7 @@ from torchvision.transforms.v2 import ColorJitter
 from plantray.images.augment import FILL, TAG_POLICY, TrainPreset, augment, colour_jitter, upright_policy
 from plantray.images.crops import random_crop_box
 from plantray.training.data import class_weights
+from tests.crop_boxes import BoxReader, separable_image
 
 SKY, GROUND = (90, 150, 240), (120, 80, 30)
 
@@ -106,15 +107,23 @@ def _noise(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 def test_random_resized_crop_is_the_drawn_box_cropped_then_resized():
-    img = _noise(90, 60, seed=1)
+    img = separable_image(90, 60, seed=1)
+    reader = BoxReader(img, 32)
     preset = TrainPreset(image_size=32, **CALM)
+    boxes = []
     for seed in range(20):
-        box = random_crop_box(90, 60, preset.scale, preset.ratio, np.random.default_rng(seed))
+        view = augment(img, "leaf", preset, np.random.default_rng(seed))
+        # PIL's own crop of one box, resized: the box is read back from the view's pixels alone.
+        box, mirrored = reader.read(view)
         left, top, right, bottom = box
+        assert not mirrored  # hflip 0
         assert 0 <= left < right <= 90 and 0 <= top < bottom <= 60  # inside the image
         assert 0.35 * 0.95 <= (right - left) * (bottom - top) / (90 * 60) <= 1.0
-        expected = np.asarray(img.crop(box).resize((32, 32), Image.BILINEAR))  # PIL's own crop and resize
-        np.testing.assert_array_equal(augment(img, "leaf", preset, np.random.default_rng(seed)), expected)
+        assert 3 / 4 * 0.9 <= (right - left) / (bottom - top) <= 4 / 3 * 1.1
+        # ... and it is random_crop_box's draw, the first from the image's generator (train and test share it).
+        assert box == random_crop_box(90, 60, preset.scale, preset.ratio, np.random.default_rng(seed))
+        boxes.append(box)
+    assert len(set(boxes)) >= 15  # a fresh box per seed, not a fixed crop
 
 
 def test_colour_jitter_is_torchvisions_ColorJitter_with_the_same_parameters():

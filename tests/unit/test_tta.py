@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from torchvision.transforms.v2 import TenCrop
 
@@ -15,9 +16,9 @@ from plantray.images import crops as tta
 from plantray.images.loader import LoadOptions, load_batch, preprocess
 from plantray.images.presets import EvalPreset
 from plantray.inference.predictor import CropPredictor
-from plantray.model.artifact import load_artifact, make_card, save_artifact
+from plantray.model.artifact import make_card, save_artifact
 from plantray.model.labels import Labels
-from plantray.model.network import Network, build_model
+from tests.crop_boxes import BoxReader, separable_image
 
 PRESET = EvalPreset(crop_size=32, resize_size=40)
 
@@ -58,9 +59,14 @@ def test_ten_crop_pixels_and_mirrors():
 
 def test_center_matches_the_cards_preprocessing():
     img = _noise_image(70, 55, seed=2)
+    # By hand: the shorter side 55 -> 40 and 70 -> 70 * 40 / 55 = 50.9 -> 51; the centre 32-square of the
+    # 51 x 40 image starts at ((51 - 32) // 2, (40 - 32) // 2) = (9, 4).
+    expected = np.asarray(img.resize((51, 40), Image.BILINEAR))[4:36, 9:41]
     for mode in ("none", "center"):
         crops = tta.make_crops(img, PRESET, mode)
-        np.testing.assert_array_equal(crops[0], preprocess(_png(img), PRESET))
+        assert crops.shape == (1, 32, 32, 3)
+        np.testing.assert_array_equal(crops[0], expected)
+        np.testing.assert_array_equal(crops[0], preprocess(_png(img), PRESET))  # classify sees the same pixels
 
 
 def test_random_ten_crop_reproducible_and_in_bounds():
@@ -70,22 +76,41 @@ def test_random_ten_crop_reproducible_and_in_bounds():
     assert first != tta.random_crop_params(w, h, tta.image_rng(0, "b.jpg"))
     assert first != tta.random_crop_params(w, h, tta.image_rng(1, "a.jpg"))
     assert len(first) == 10 and any(m for _, m in first) and not all(m for _, m in first)
-    for (left, top, right, bottom), _ in first:
+    _assert_random_test_crops(first, w, h)
+    # The loader's view: the same crops for the same (seed, image), other crops for another image or seed.
+    img = _noise_image(w, h, seed=1)
+    view = tta.CropView(PRESET, "random-ten-crop", seed=0)(img, {"image_uri": "a.jpg"})
+    np.testing.assert_array_equal(view, tta.CropView(PRESET, "random-ten-crop", seed=0)(img, {"image_uri": "a.jpg"}))
+    assert not np.array_equal(view, tta.CropView(PRESET, "random-ten-crop", seed=0)(img, {"image_uri": "b.jpg"}))
+    assert not np.array_equal(view, tta.CropView(PRESET, "random-ten-crop", seed=1)(img, {"image_uri": "a.jpg"}))
+
+
+def _assert_random_test_crops(params: list, w: int, h: int) -> None:
+    """Ten (box, mirror) pairs inside a w x h image, of 70-100% of its area and aspect 3/4-4/3 (up to
+    rounding), unless the fallback (the largest centred square); some mirrored, some not."""
+    assert len(params) == 10 and any(m for _, m in params) and not all(m for _, m in params)
+    side = min(w, h)
+    fallback = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    for box, _ in params:
+        left, top, right, bottom = box
         assert 0 <= left < right <= w and 0 <= top < bottom <= h
         cw, ch = right - left, bottom - top
-        if (cw, ch) != (40, 40):  # not the fallback square
+        if box != fallback:
             assert 0.7 * 0.95 <= cw * ch / (w * h) <= 1.0
             assert 3 / 4 * 0.9 <= cw / ch <= 4 / 3 * 1.1
+    assert len({box for box, _ in params}) >= 5  # ten draws, not one box over and over
 
 
 def test_random_ten_crop_pixels_follow_the_params():
-    img = _noise_image(60, 40, seed=3)
+    img = separable_image(60, 40, seed=3)  # shorter side already 40 = resize_size: no resampling
     crops = tta.make_crops(img, PRESET, "random-ten-crop", tta.image_rng(5, "x"))
     assert crops.shape == (10, 32, 32, 3)
     np.testing.assert_array_equal(crops, tta.make_crops(img, PRESET, "random-ten-crop", tta.image_rng(5, "x")))
-    for crop, (box, mirror) in zip(crops, tta.random_crop_params(60, 40, tta.image_rng(5, "x"))):
-        expected = np.asarray(img.crop(box).resize((32, 32), Image.BILINEAR))  # crop, then resize the crop
-        np.testing.assert_array_equal(crop, np.flip(expected, axis=1) if mirror else expected)
+    # Each crop is PIL's crop of one box, resized (then maybe mirrored): read back from its pixels alone.
+    reader = BoxReader(img, 32)
+    read = [reader.read(crop) for crop in crops]
+    _assert_random_test_crops(read, 60, 40)
+    assert read == tta.random_crop_params(60, 40, tta.image_rng(5, "x"))  # the drawn boxes, in order
 
 
 def test_ten_crop_matches_torchvisions_TenCrop_of_the_resized_image():
@@ -109,31 +134,59 @@ def test_ten_crop_centre_follows_torchvisions_rounding_on_odd_margins():
 
 
 def test_random_ten_crop_uses_the_cards_interpolation():
-    img = _noise_image(60, 40, seed=8)
+    img = separable_image(60, 40, seed=8)
     preset = EvalPreset(crop_size=32, resize_size=40, interpolation="bicubic")
     crops = tta.make_crops(img, preset, "random-ten-crop", tta.image_rng(2, "y"))
-    for crop, (box, mirror) in zip(crops, tta.random_crop_params(60, 40, tta.image_rng(2, "y"))):
-        expected = np.asarray(img.crop(box).resize((32, 32), Image.BICUBIC))
-        np.testing.assert_array_equal(crop, np.flip(expected, axis=1) if mirror else expected)
+    reader = BoxReader(img, 32, Image.BICUBIC)
+    read = [reader.read(crop) for crop in crops]  # every pixel PIL's bicubic
+    _assert_random_test_crops(read, 60, 40)
+    assert read == tta.random_crop_params(60, 40, tta.image_rng(2, "y"))
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
+    """A random resnet18 of three classes, saved as a model directory; returns (directory, the network)."""
     torch.manual_seed(0)
     labels = Labels(["Rosa canina", "Quercus robur", "Salvia pratensis"], genus=["Rosa", "Quercus", "Salvia"],
                     train_images=[20, 20, 20])
-    model, prov = build_model("resnet18", len(labels), "random")
+    model = torchvision.models.resnet18(num_classes=len(labels)).eval()
     uri = str(tmp_path_factory.mktemp("model"))
-    save_artifact(uri, model, labels, make_card("resnet18", labels, PRESET, prov))
-    return uri
+    save_artifact(uri, model, labels, make_card("resnet18", labels, PRESET, {"init": "random"}))
+    return uri, model
+
+
+def _hand_ten_crops(img: Image.Image) -> np.ndarray:
+    """ten-crop by hand: corners and centre of the 32-square, then their mirrors (centre offsets rounded
+    half to even, as torchvision's CenterCrop)."""
+    arr, (w, h) = np.asarray(img), img.size
+    corners = [(0, 0), (w - 32, 0), (0, h - 32), (w - 32, h - 32), (round((w - 32) / 2), round((h - 32) / 2))]
+    five = [arr[y:y + 32, x:x + 32] for x, y in corners]
+    return np.stack(five + [c[:, ::-1] for c in five])
+
+
+def _hand_mean_softmax(model: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
+    """The softmax of each crop through ``model`` (one forward per crop), averaged, written out by hand."""
+    mean, std = np.array(PRESET.mean), np.array(PRESET.std)
+    probs = []
+    for crop in crops:
+        x = (crop.astype(np.float64) / 255 - mean) / std  # HWC, normalised as the card says
+        with torch.no_grad():
+            logits = model(torch.from_numpy(x.transpose(2, 0, 1)[None]).float())[0].double().numpy()
+        e = np.exp(logits - logits.max())
+        probs.append(e / e.sum())
+    return np.mean(probs, axis=0)
 
 
 @pytest.mark.parametrize("mode", ["ten-crop", "random-ten-crop"])
 def test_averaged_prediction_equals_mean_of_single_crops(tmp_path, tiny_model, mode):
-    paths = []
-    for i, size in enumerate([(50, 40), (45, 64)]):
+    model_uri, model = tiny_model
+    paths, resized = [], []
+    # 50 x 40 needs no resize; 45 x 64 -> 40 x (64 * 40 / 45 = 56.9 -> 57), resized by PIL here.
+    for i, (size, new_size) in enumerate([((50, 40), (50, 40)), ((45, 64), (40, 57))]):
         paths.append(str(tmp_path / f"{i}.png"))
-        _noise_image(*size, seed=10 + i).save(paths[-1])
+        img = separable_image(*size, seed=10 + i)
+        img.save(paths[-1])
+        resized.append(img.resize(new_size, Image.BILINEAR))
     paths.append(str(tmp_path / "broken.jpg"))
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     table = pa.table({"image_uri": paths, "_source": paths, "scientificName": ["Rosa canina"] * 3,
@@ -141,15 +194,23 @@ def test_averaged_prediction_equals_mean_of_single_crops(tmp_path, tiny_model, m
     cropped = load_batch(table, tta.CropView(PRESET, mode, seed=4), LoadOptions(max_bytes=10**6))
     assert cropped.column("error").to_pylist() == [None, None, "not an image"]
 
-    out = CropPredictor(tiny_model, "m", crops=10, ks=(1, 2)).__call__(cropped)
-    net = Network(load_artifact(tiny_model), torch.device("cpu"))
-    for row, path in enumerate(paths[:2]):
-        crops = tta.make_crops(Image.open(path).convert("RGB"), PRESET, mode, tta.image_rng(4, path))
-        single = torch.stack([net.probabilities(c[None])[0] for c in crops]).mean(0)  # one forward per crop
-        conf, idx = single.topk(2)
-        np.testing.assert_allclose(out.column("topk_confidence")[row].as_py(), conf.numpy(), rtol=1e-4, atol=1e-6)
-        names = load_artifact(tiny_model).labels.names
-        assert out.column("topk_scientificName")[row].as_py() == [names[i] for i in idx]
-        assert out.column("correct@2")[row].as_py() == ("Rosa canina" in [names[i] for i in idx])
+    out = CropPredictor(model_uri, "m", crops=10, ks=(1, 2)).__call__(cropped)
+    names = ["Rosa canina", "Quercus robur", "Salvia pratensis"]
+    for row, img in enumerate(resized):
+        crops = np.frombuffer(cropped.column("_pixels")[row].as_py(), np.uint8).reshape(10, 32, 32, 3)
+        if mode == "ten-crop":
+            np.testing.assert_array_equal(crops, _hand_ten_crops(img))
+        else:  # each crop is PIL's crop of a box of the resized image, read back from its pixels
+            reader = BoxReader(img, 32)
+            _assert_random_test_crops([reader.read(c) for c in crops], *img.size)
+        # A re-run of this image (same seed, same URI) scores the very same pixels.
+        again = tta.CropView(PRESET, mode, seed=4)(Image.open(paths[row]).convert("RGB"), {"image_uri": paths[row]})
+        np.testing.assert_array_equal(crops, again)
+        expected = _hand_mean_softmax(model, crops)
+        order = np.argsort(-expected)[:2]
+        np.testing.assert_allclose(out.column("topk_confidence")[row].as_py(), expected[order], rtol=1e-4,
+                                   atol=1e-6)
+        assert out.column("topk_scientificName")[row].as_py() == [names[i] for i in order]
+        assert out.column("correct@2")[row].as_py() == ("Rosa canina" in [names[i] for i in order])
     assert out.column("topk_scientificName")[2].as_py() is None and out.column("correct@1")[2].as_py() is None
     assert out.column("true_genus").to_pylist() == ["Rosa"] * 3  # from the model's labels when the test lacks it
