@@ -192,15 +192,15 @@ def test_optimizer_groups_schedule_and_checkpoint_round_trip(tmp_path):
 
 
 class _Driver:
-    """``plantray train`` as its own process (own session, own embedded Ray), stderr lines timestamped."""
+    """``plantray train`` as its own process (own session) submitted to the Ray at ``address``, its output
+    lines timestamped."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], address: str):
         import subprocess
         import sys
         import threading
 
-        env = {**os.environ, "PYTHONPATH": REPO, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-        env.pop("RAY_ADDRESS", None)
+        env = {**os.environ, "PYTHONPATH": REPO, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_ADDRESS": address}
         self.lines: list[tuple[float, str]] = []
         self.proc = subprocess.Popen([sys.executable, "-m", "plantray", "train", *args], env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -226,7 +226,7 @@ class _Driver:
         return "".join(line for _, line in self.lines)
 
     def kill_tree(self):
-        """SIGKILL the driver and every process it started (its embedded Ray included)."""
+        """SIGKILL the driver and every process it started: a driver crash (the cluster lives on)."""
         import signal
 
         from tests.multinode import descendants
@@ -239,15 +239,15 @@ class _Driver:
 
 
 @pytest.mark.slow
-def test_duration_covers_every_invocation_after_sigkill(data, tmp_path):
+def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_address):
     out = tmp_path / "model"
     args = ["--data", str(data / "train.parquet"), "--output", str(out), "--arch", "resnet18", "--init", "random",
             "--epochs", "3", "--num-workers", "1", "--image-size", "32", "--batch-size", "16", "--name", "timed"]
-    run_dir = out / "checkpoints" / "timed"
+    run_dir = tmp_path / "model-checkpoints" / "timed"
     ledger = run_dir / "_plantray_invocations.json"
     # First invocation: measured from its "training ..." line to the epoch-2 checkpoint, then SIGKILLed
     # once its time has been recorded past that point (it records every few seconds).
-    first = _Driver(args)
+    first = _Driver(args, ray_address)
     start1 = first.wait("training line", lambda: first.seen("INFO plantray.commands.train: training"))
     # The epoch directory appears while it is still being written; Ray Train registers it (and a restart
     # restores it) only once its checkpoint manager's snapshot names it.
@@ -259,7 +259,7 @@ def test_duration_covers_every_invocation_after_sigkill(data, tmp_path):
     first.kill_tree()
     assert not (out / "model_card.json").exists()
     # Second invocation resumes: measured from its "training ..." line to the final checkpoint.
-    second = _Driver(args)
+    second = _Driver(args, ray_address)
     start2 = second.wait("training line", lambda: second.seen("INFO plantray.commands.train: training"))
     end2 = second.wait("epoch 3 checkpoint", lambda: (run_dir / "epoch_0003").exists() and time.monotonic())
     assert second.proc.wait(300) == 0, second.output()
