@@ -23,8 +23,8 @@ def _stage(inplanes: int, planes: int, stride: int) -> BasicBlock:
 
 
 class TinyResNet(torch.nn.Module):
-    """Stem (3x3 conv, stride 2, and ResNet's 3x3 max pool) and three one-block stages of torchvision's ``BasicBlock``, then global
-    average pooling and ``fc``: a ResNet in miniature.
+    """Stem (3x3 conv, stride 2, and ResNet's 3x3 max pool) and three one-block stages of torchvision's
+    ``BasicBlock``, then global average pooling and ``fc``: a ResNet in miniature.
 
     Args:
         num_classes: size of the head (plantray replaces it with one of the model's label count).
