@@ -145,11 +145,11 @@ def test_train_on_a_cold_cluster(cold, images, tmp_path):
     before = len(cold.launched_nodes())
     out = tmp_path / "trained"
     run = plantray(cold.address, "train", "--data", str(images / "manifest.parquet"), "--output", str(out),
-                   "--arch", "resnet18", "--init", "random", "--epochs", "1", "--num-workers", "1",
+                   "--arch", "tinyresnet", "--init", "random", "--epochs", "1", "--num-workers", "1",
                    "--image-size", "32", "--batch-size", "8")
     assert_added_nodes(cold, before, run)
     card = json.loads((out / "model_card.json").read_text())
-    assert card["arch"] == "resnet18" and card["training"]["epochs"] == 1 and card["num_classes"] == len(SPECIES)
+    assert card["arch"] == "tinyresnet" and card["training"]["epochs"] == 1 and card["num_classes"] == len(SPECIES)
     assert card["weights"]["sha256"] == hashlib.sha256((out / "weights.pt").read_bytes()).hexdigest()
     with open(out / "labels.csv", newline="") as f:
         assert sorted(r["scientificName"] for r in csv.DictReader(f)) == sorted(SPECIES)
