@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-unit lint bench clean
+.PHONY: quickstart test test-fast test-unit lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ lint: $(STAMP)
 test: lint
 	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest -q -rs --durations=25 tests
 
-# The fast subset: pure functions, no Ray, no servers (seconds).
+# The inner loop: every test that needs no Ray, no server or child process and no training run (markers
+# set in tests/conftest.py from the fixtures each test uses).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not (slow or ray or cluster or subprocess or browser)" tests
+
+# Pure functions only (seconds).
 test-unit: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests/unit
 

@@ -114,21 +114,8 @@ class FakeAutoscalingCluster:
         self.root: Path | None = None
         self.address = None
 
-    def start(self, attempts: int = 3) -> FakeAutoscalingCluster:
-        """Start the head (with the autoscaler); return once the GCS answers and the head node is ALIVE.
-
-        A head that exits during start-up is started again (up to ``attempts`` times): Ray gives its
-        raylet a fixed 30 s to register, which a loaded shared machine sometimes misses.
-        """
-        for attempt in range(attempts):
-            try:
-                return self._start()
-            except RuntimeError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _start(self) -> FakeAutoscalingCluster:
+    def start(self) -> FakeAutoscalingCluster:
+        """Start the head (with the autoscaler); return once the GCS answers and the head node is ALIVE."""
         # Short root: Ray's Unix socket paths must stay < 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="rfa", dir="/tmp"))
         port = free_port()

@@ -14,6 +14,23 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+# Kinds of test, marked from what a test uses (README, Tests): `make test` runs them all, `make test-fast`
+# only those that need no Ray, no server or child process and no training run.
+KIND_BY_FIXTURE = {"ray_session": "ray", "s3_server": "subprocess", "two_nodes": "cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks each test ``ray``/``subprocess``/``cluster`` by the fixtures it uses (directly or not), and every
+    end-to-end test ``subprocess``: they run the CLI or a cluster as a user does."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, kind in KIND_BY_FIXTURE.items():
+            if fixture in used:
+                item.add_marker(kind)
+        if "/tests/e2e/" in str(item.path):
+            item.add_marker("subprocess")
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
@@ -37,6 +54,13 @@ def ray_session(s3_server):
     ctx.print_on_execution_start = False
     yield ray
     # Left running for the session's other tests; pytest exit ends it.
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_session) -> str:
+    """The session Ray's GCS address: a CLI subprocess given ``RAY_ADDRESS`` submits to it, as a user submits
+    to a running cluster, instead of starting an embedded Ray of its own (10-20 s on 2 cores)."""
+    return ray_session.get_runtime_context().gcs_address
 
 
 @pytest.fixture(scope="session")

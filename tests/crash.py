@@ -1,9 +1,11 @@
 """Crash harness: run a plantray command as a process tree of its own, SIGKILL the whole tree when a
 condition holds, and make sure nothing of it is left running.
 
-The command runs in a new session (``start_new_session=True``), so its process group holds the driver and
-the local Ray it starts (raylet, GCS, workers inherit the group). ``os.killpg(pgid, SIGKILL)`` is then a
-crash of driver and Ray alike, with no clean-up handler run: what a lost node or an OOM kill leaves.
+The command runs in a new session (``start_new_session=True``). Submitted to a running Ray (``RAY_ADDRESS``,
+the test session's), its process group is the driver alone: ``os.killpg(pgid, SIGKILL)`` is a driver crash
+on a cluster that lives on (what a lost head pod or an OOM-killed ``ray job submit`` entrypoint leaves).
+With its own embedded Ray, the group also holds the local Ray it starts (raylet, GCS, workers inherit the
+group): the kill is a crash of driver and Ray alike, a laptop losing power. No clean-up handler runs either way.
 """
 
 from __future__ import annotations
@@ -17,26 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# ``python -m plantray`` with one change for hosts shared by many test runs: Ray gives its raylet a fixed 30 s
-# to register with the GCS (ray/_private/node.py) and fails the start beyond it; this waits up to 180 s.
-# It changes nothing once Ray is up, so the run under test is plantray's CLI as a user starts it.
-PATIENT_CLI = """
-import sys, time
-import ray._private.services as services
-_get_node = services.get_node
-def get_node(*args, **kwargs):
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            return _get_node(*args, **kwargs)
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-services.get_node = get_node
-from plantray.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 @dataclass
@@ -49,11 +31,18 @@ class Outcome:
     log: str
 
 
-def plantray_env(**extra: str) -> dict:
-    """The environment of a plantray subprocess: this checkout's package, quiet Ray, plus ``extra``."""
+def plantray_env(address: str | None = None, **extra: str) -> dict:
+    """The environment of a plantray subprocess: this checkout's package, quiet Ray, plus ``extra``.
+
+    Args:
+        address: a running Ray to submit to (``RAY_ADDRESS``, as a user does with a cluster), typically the
+            test session's (the ``ray_address`` fixture); None: the command starts its own embedded Ray.
+    """
     env = dict(os.environ, PYTHONPATH=ROOT, RAY_DATA_DISABLE_PROGRESS_BARS="1", RAY_USAGE_STATS_ENABLED="0",
                RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", TQDM_DISABLE="1")
-    env.pop("RAY_ADDRESS", None)  # its own embedded Ray, never the test session's
+    env.pop("RAY_ADDRESS", None)
+    if address:
+        env["RAY_ADDRESS"] = address
     env.update(extra)
     return env
 
@@ -97,7 +86,10 @@ def kill_group(pgid: int, timeout: float = 30.0) -> None:
 
 def run_until(argv: list[str], condition: Callable[[], bool] | None, timeout: float, log_path: str,
               env: dict | None = None, poll: float = 0.05) -> Outcome:
-    """Runs ``plantray ARGV`` (:data:`PATIENT_CLI`); kills its whole tree as soon as ``condition()`` holds.
+    """Runs ``python -m plantray ARGV``; kills its whole tree as soon as ``condition()`` holds.
+
+    The tree is the driver and, for a command that started its own embedded Ray, that Ray; a command
+    connected to a running Ray (``RAY_ADDRESS``) loses only its driver, as a crashed driver on a cluster does.
 
     Args:
         argv: the plantray arguments.
@@ -112,7 +104,7 @@ def run_until(argv: list[str], condition: Callable[[], bool] | None, timeout: fl
     """
     start = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", PATIENT_CLI, *argv], cwd=ROOT, env=env or plantray_env(),
+        proc = subprocess.Popen([sys.executable, "-m", "plantray", *argv], cwd=ROOT, env=env or plantray_env(),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     pgid = proc.pid  # a new session's leader: its pid is the group id
     killed = False
@@ -146,22 +138,3 @@ def files_reach(directory: str, count: int, suffix: str = "") -> Callable[[], bo
         except FileNotFoundError:
             return False
     return condition
-
-
-RAY_START_FAILED = "The current node timed out during startup"  # Ray's fixed 30 s wait, on an overloaded host
-
-
-def run_retrying_ray_start(argv: list[str], condition: Callable[[], bool] | None, timeout: float, log_path: str,
-                           env: dict | None = None, attempts: int = 8, before_retry: Callable[[], None] = lambda: None
-                           ) -> Outcome:
-    """:func:`run_until`, run again (up to ``attempts`` times) when the embedded Ray failed to start.
-
-    Ray waits a fixed 30 s for its raylet; on a host shared by many test runs that can fail before plantray
-    has done anything, which says nothing about the code under test. ``before_retry`` resets the state.
-    """
-    for attempt in range(attempts):
-        outcome = run_until(argv, condition, timeout, log_path, env)
-        if outcome.killed or RAY_START_FAILED not in outcome.log or attempt == attempts - 1:
-            return outcome
-        before_retry()
-    return outcome

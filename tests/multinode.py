@@ -38,9 +38,15 @@ import pytest
 # instead of ~15 s (defaults: 3 s period × 5 failures). Only these clusters' processes see it.
 FAST_FAILURE_ENV = {
     "RAY_health_check_initial_delay_ms": "1000",
-    "RAY_health_check_period_ms": "500",
-    "RAY_health_check_timeout_ms": "1000",
-    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "2000",
+    "RAY_health_check_failure_threshold": "4",
+}
+# The dashboard (the Jobs API) gives each of its modules 30 s to start and itself 60 s: on a busy 2-core
+# machine that fails and `ray start --head` exits. Give them the time instead of retrying the start.
+PATIENT_DASHBOARD_ENV = {
+    "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180",
+    "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240",
 }
 
 
@@ -178,7 +184,7 @@ class RayCluster:
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("RAY_ADDRESS", "RAY_CLIENT_MODE", "RAY_JOB_CONFIG_JSON_ENV_VAR")
                     and not (k == "PYTHONBREAKPOINT" and v.startswith("ray."))}
-        self.env.update({"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"})
+        self.env.update({"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **PATIENT_DASHBOARD_ENV})
         # `python` in a job's entrypoint must be this interpreter (the venv's), as on a real node image.
         bin_dir = os.path.dirname(sys.executable)
         self.env["PATH"] = os.pathsep.join([bin_dir, *(p for p in self.env.get("PATH", "").split(os.pathsep)
@@ -188,6 +194,7 @@ class RayCluster:
         self.env.update(env or {})
         self.head: _Node | None = None
         self.workers: list[_Node] = []
+        self.lost: list[_Node] = []  # worker nodes killed and replaced (their pids are still checked at stop)
         self.root: Path | None = None
         self.gcs_address = self.dashboard_url = self.head_node_id = None
         self.worker_node_ids: list[str] = []
@@ -209,30 +216,34 @@ class RayCluster:
             raise
         return self
 
-    def _start_head(self, deadline: float, attempts: int = 3) -> None:
-        """Starts the head and waits for its Jobs API, retrying when it dies on start-up.
+    def _start_head(self, deadline: float) -> None:
+        """Starts the head and waits for its Jobs API."""
+        port, dash = free_port(), free_port()
+        self.gcs_address, self.dashboard_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+        self.head = self._launch("head", [
+            "--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
+        ])
+        self._wait_jobs_api(deadline)
 
-        Why: Ray's dashboard gives each of its modules a fixed 30 s to start; on a loaded 2-core machine one
-        sometimes misses it and ``ray start --head`` exits. A fresh head (new ports) usually makes it.
-        """
-        for attempt in range(attempts):
-            port, dash = free_port(), free_port()
-            self.gcs_address, self.dashboard_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
-            self.head = self._launch("head", [
-                "--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-            ])
-            try:
-                self._wait_jobs_api(deadline)
-                return
-            except Exception:
-                self.head.stop()
-                if attempt == attempts - 1:
-                    raise
+    def replace_lost_workers(self) -> None:
+        """Starts a fresh worker node in place of each one that was killed or died (a cluster shared by
+        several tests gets its shape back), and waits until the new ones are ALIVE."""
+        lost = [w for w in self.workers if w.proc.poll() is not None]
+        if not lost:
+            return
+        for node in lost:
+            node.stop()
+            self.lost.append(node)
+        self.workers = [w for w in self.workers if w not in lost]
+        for _ in lost:
+            name = f"worker-{len(self.workers) + len(self.lost)}"
+            self.workers.append(self._launch(name, [f"--address={self.gcs_address}"]))
+        self._wait_nodes(time.monotonic() + self.timeout)
 
     def stop(self) -> None:
         """End every process this cluster started (workers first) and remove its temp dir."""
-        for node in [*self.workers, *([self.head] if self.head else [])]:
+        for node in [*self.workers, *self.lost, *([self.head] if self.head else [])]:
             node.stop()
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -247,7 +258,7 @@ class RayCluster:
 
     def pids(self) -> set[int]:
         """Every pid this cluster has started or seen spawned (live or not)."""
-        nodes = [*self.workers, *([self.head] if self.head else [])]
+        nodes = [*self.workers, *self.lost, *([self.head] if self.head else [])]
         for node in nodes:
             node.tree()
         return set().union(*(n.known_pids for n in nodes)) if nodes else set()
@@ -315,6 +326,7 @@ class RayCluster:
             time.sleep(0.5)
 
     def _wait_nodes(self, deadline: float) -> None:
+        """Waits until the head and every worker node are ALIVE; records their node ids."""
         from ray.util.state import list_nodes
 
         want = {"head", *(w.name for w in self.workers)}

@@ -33,7 +33,8 @@ class TrainConfig(RayOptions):
                       "genus, family]) or ImageFolder tree <root>/<scientificName>/**/*.jpg (local or s3://)")
     output: str = field("", required=True, help="model directory to write (local or s3://)")
     name: str = field("run", help="run name: rerunning with the same name resumes its latest checkpoint")
-    storage: str | None = field(None, help="checkpoint storage (local dir or s3://; default OUTPUT/checkpoints)")
+    storage: str | None = field(None, help="checkpoint storage (local dir or s3://; default OUTPUT-checkpoints, "
+                                "beside the model directory, which holds only the model)")
     arch: str = field("resnet50", help="torchvision architecture")
     init: str = field("imagenet", help="imagenet | random | path/URI of a state dict")
     epochs: int = field(100, help="training epochs")
@@ -106,13 +107,23 @@ def validate(cfg: TrainConfig) -> dict:
     check_arch(cfg.arch)
     if cfg.init not in ("random", "imagenet") and not storage.exists(cfg.init):
         raise ConfigError(f"--init {cfg.init!r} does not exist; give 'imagenet', 'random' or a state-dict path/URI")
-    store = cfg.storage or storage.join(cfg.output, "checkpoints")
+    store = cfg.storage or default_storage(cfg.output)
     run_dir = storage.join(store, cfg.name)
     resuming = storage.exists(run_dir)
     if storage.exists(storage.join(cfg.output, CARD)) and not (resuming or cfg.overwrite):
         raise ConfigError(f"--output {cfg.output!r} already holds a model; choose a new location, pass "
                           "--overwrite, or resume its run with the same --name/--storage")
     return {"storage": store, "run_dir": run_dir, "resuming": resuming}
+
+
+def default_storage(output: str) -> str:
+    """Where a run's checkpoints go without ``--storage``: ``OUTPUT-checkpoints``, beside the model.
+
+    Not inside it: a model directory is what users copy to buckets and clusters (weights, labels, card,
+    curves: a few MB for ResNet-50), and each checkpoint also holds the optimiser's state (~300 MB). Beside
+    it, on the same storage, so every node of a cluster that can write the model can also write them.
+    """
+    return output.rstrip("/") + "-checkpoints"
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -153,7 +164,8 @@ def train(cfg: TrainConfig) -> dict:
                          "workers": max((m.get("workers", 0) for m in history), default=0),
                          "workers_asked": list(workers) if isinstance(workers, tuple) else workers,
                          "use_gpu": cfg.use_gpu, "torch": torch.__version__, "ray": ray.__version__},
-            "duration_seconds": seconds, "invocations": invocations, "finished": utc_now()}
+            "duration_seconds": seconds, "invocations": invocations, "finished": utc_now(),
+            "checkpoints": where["run_dir"]}
     card = write_model(cfg, state, labels, presets[1], presets[0], dict(info))
     summary = {"output": cfg.output, "run": where["run_dir"], "epochs": state["epoch"], "images": scan["images"],
                "classes": len(labels), "unlabelled": scan["unlabelled"], "skipped_unreadable": skipped,

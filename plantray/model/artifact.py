@@ -20,13 +20,12 @@ import json
 from dataclasses import dataclass
 
 import torch
-import torchvision
 
 from plantray import __version__, storage
 from plantray.config import ConfigError
 from plantray.images.presets import EvalPreset
 from plantray.model.labels import Labels, read_labels
-from plantray.model.network import replace_head
+from plantray.model.network import get_network, replace_head
 
 WEIGHTS, LABELS, CARD = "weights.pt", "labels.csv", "model_card.json"
 
@@ -86,7 +85,7 @@ class Artifact:
 
     def build(self) -> torch.nn.Module:
         """The network with these weights, in eval mode, on CPU."""
-        model = torchvision.models.get_model(self.card["arch"], weights=None)
+        model = get_network(self.card["arch"])
         replace_head(model, len(self.labels))
         state = torch.load(io.BytesIO(self.weights), map_location="cpu", weights_only=True)
         model.load_state_dict(state)

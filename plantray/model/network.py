@@ -12,6 +12,7 @@ import torchvision
 from plantray import storage
 from plantray.config import ConfigError
 from plantray.model.precision import resolve_precision
+from plantray.model.tiny import ARCHS as TINY_ARCHS
 
 IMAGENET_SOURCE = {"license": "BSD-3-Clause (torchvision); ImageNet terms of access apply",
                    "url": "https://pytorch.org/vision/stable/models.html"}
@@ -48,12 +49,19 @@ def head_prefix(model: torch.nn.Module) -> str:
 
 
 def check_arch(arch: str) -> None:
-    """Refuses an architecture torchvision does not provide."""
+    """Refuses an architecture neither torchvision nor plantray (:mod:`plantray.model.tiny`) provides."""
     available = torchvision.models.list_models(module=torchvision.models)
-    if arch not in available:
+    if arch not in available and arch not in TINY_ARCHS:
         close = [a for a in available if arch.split("_")[0] in a][:8]
         raise ConfigError(f"unknown --arch {arch!r}; torchvision classification models include "
-                          f"{close or available[:8]}")
+                          f"{close or available[:8]} (and plantray's {sorted(TINY_ARCHS)} for smoke tests)")
+
+
+def get_network(arch: str) -> torch.nn.Module:
+    """An untrained ``arch`` with its original head: torchvision's, or one of plantray's tiny networks."""
+    if arch in TINY_ARCHS:
+        return TINY_ARCHS[arch]()
+    return torchvision.models.get_model(arch, weights=None)
 
 
 def imagenet_state_dict(arch: str) -> dict:
@@ -62,6 +70,9 @@ def imagenet_state_dict(arch: str) -> dict:
     Raises:
         ConfigError: the weights cannot be downloaded (offline cluster), with the way out.
     """
+    if arch in TINY_ARCHS:
+        raise ConfigError(f"{arch} has no ImageNet weights (it is plantray's network for smoke tests); use "
+                          "--init random (--weights random for model create) or a state-dict path")
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     try:
         return weights.get_state_dict(progress=False)
@@ -100,7 +111,7 @@ def build_model(arch: str, num_classes: int, init: str = "random") -> tuple[torc
         The model and a provenance dict for the card's ``weights`` section.
     """
     check_arch(arch)
-    model = torchvision.models.get_model(arch, weights=None)
+    model = get_network(arch)
     if init == "random":
         replace_head(model, num_classes)
         return model, {"init": "random"}

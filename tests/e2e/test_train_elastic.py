@@ -29,25 +29,10 @@ EXCLUDES = [".git", ".venv", "tests", "bench", "outputs", "runs", "quickstart", 
 EPOCHS, SPECIES = 6, 3
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    # A loaded machine starts the dashboard's modules slowly (the 30 s and 60 s defaults failed here under
-    # load), and its raylets miss the fast health checks: Ray's default ones (~15 s to declare a node dead).
-    # Ray gives a raylet a fixed 30 s to register, which an overloaded machine can miss: try up to 3 times.
-    slow_start = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180", "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240"}
-    for attempt in range(3):
-        c = RayCluster(num_workers=1, num_cpus=3, object_store_memory=150 * 1024**2, env=slow_start,
-                       fast_failure=False, timeout=300)
-        try:
-            c.start()
-            break
-        except (RuntimeError, TimeoutError):
-            if attempt == 2:
-                raise
-    try:
-        yield c
-    finally:
-        c.stop()
+@pytest.fixture
+def cluster(two_nodes):
+    """The session's shared head + worker, 3 CPUs each (tests/e2e/conftest.py)."""
+    return two_nodes
 
 
 def _train_workers(cluster: RayCluster) -> list:
@@ -79,7 +64,7 @@ def test_training_survives_losing_the_worker_node(cluster, tmp_path):
     client = JobSubmissionClient(cluster.dashboard_url)
     env = {"working_dir": REPO, "excludes": EXCLUDES, "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
     job_id = client.submit_job(entrypoint=command, runtime_env=env)
-    run_dir = out / "checkpoints" / "elastic"
+    run_dir = tmp_path / "model-checkpoints" / "elastic"
     # Both nodes train, and the first checkpoint is down: kill the worker node in the epochs after it.
     _wait_for("worker on each node", lambda: {a.node_id for a in _train_workers(cluster)}
               == {cluster.head_node_id, *cluster.worker_node_ids}, client, job_id)
@@ -108,6 +93,9 @@ def test_training_survives_losing_the_worker_node(cluster, tmp_path):
     card = json.loads((out / "model_card.json").read_text())
     assert card["weights"]["sha256"] == hashlib.sha256(weights_bytes).hexdigest()
     assert card["training"]["epochs"] == EPOCHS and card["arch"] == "resnet18"
+    # The model directory holds the model; the checkpoints live beside it, where the card says.
+    assert card["checkpoints"] == str(run_dir) and (run_dir / f"epoch_{EPOCHS:04d}").is_dir()
+    assert not [p for p in out.iterdir() if p.is_dir()]
     species = sorted(set(pq.read_table(data / "train.parquet").column("scientificName").to_pylist()))
     with open(out / "labels.csv", newline="") as f:
         assert sorted(r["scientificName"] for r in csv.DictReader(f)) == species

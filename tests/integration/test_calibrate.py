@@ -21,13 +21,6 @@ import pytest
 from plantray.cli import main
 from plantray.commands.evaluate import EvaluateConfig, evaluate
 from plantray.commands.synth import SynthConfig, synthesize
-from plantray.commands.train import TrainConfig, train
-
-SPECIES = 6
-TEST_PER_SPECIES = 150  # 900 held-out images: see docs/calibration.md on ECE's bin noise at small N
-# 480 validation images and 10 epochs: with 240 and 6 (Top-1 0.64-0.72, varying run to run as Ray Data's
-# streaming order does) one temperature left a held-out ECE of 0.047-0.052; with these, 0.036 (Top-1 0.83).
-VAL_PER_SPECIES = 80
 
 
 def ece_by_loop(conf: np.ndarray, correct: np.ndarray) -> float:
@@ -40,28 +33,19 @@ def ece_by_loop(conf: np.ndarray, correct: np.ndarray) -> float:
     return total
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """6 species: 30 training, 80 validation ('unseen' split) and 150 held-out test images each, tiny."""
-    root = tmp_path_factory.mktemp("synth")
-    synthesize(SynthConfig(str(root), species=SPECIES, images_per_species=30, test_per_species=TEST_PER_SPECIES,
-                           unseen_per_species=VAL_PER_SPECIES, min_pixels=3000, max_pixels=8000, seed=11))
-    return root
-
-
 @pytest.mark.slow
-def test_trained_then_calibrated_model_has_lower_held_out_ece(data, tmp_path, ray_session):
+def test_trained_then_calibrated_model_has_lower_held_out_ece(trained, tmp_path):
+    """The session's shared training run (tests/integration/conftest.py): 6 species, 30 training, 80 validation
+    (the 'unseen' split) and 150 held-out test images each; ``train --val`` calibrated it on the validation split."""
     from plantray.commands.classify import ClassifyConfig, classify
 
-    out = tmp_path / "model"
-    summary = train(TrainConfig(data=str(data / "train.parquet"), output=str(out), arch="resnet18", init="random",
-                                epochs=10, num_workers=1, image_size=64, batch_size=16, lr=2e-3, seed=1,
-                                val=str(data / "unseen.parquet")))
+    data, out, summary, config = trained["data"], trained["model"], trained["summary"], trained["config"]
+    species, val_per_species, test_per_species = config["species"], config["val"], config["test"]
     # train --val calibrated the model it wrote: the card has the temperature, the weights are untouched.
     card = json.loads((out / "model_card.json").read_text())
     c = card["calibration"]
     assert c["method"] == "temperature" and c["temperature"] == summary["calibration"]["temperature"]
-    assert c["validation"] == {"uri": str(data / "unseen.parquet"), "images": SPECIES * VAL_PER_SPECIES,
+    assert c["validation"] == {"uri": str(data / "unseen.parquet"), "images": species * val_per_species,
                                "tta": "center"}
     assert c["nll_after"] <= c["nll_before"] and c["fitted_at"].endswith("Z")
     assert hashlib.sha256((out / "weights.pt").read_bytes()).hexdigest() == card["weights"]["sha256"] \
@@ -75,7 +59,7 @@ def test_trained_then_calibrated_model_has_lower_held_out_ece(data, tmp_path, ra
     raw, scaled = cal["uncalibrated"], cal["calibrated"]
     print(f"T={cal['temperature']} top1={scaled['accuracy']:.3f} ECE {raw['ece']:.4f} -> {scaled['ece']:.4f} "
           f"NLL {raw['nll']:.4f} -> {scaled['nll']:.4f} Brier {raw['brier']:.4f} -> {scaled['brier']:.4f}")
-    assert raw["images"] == scaled["images"] == SPECIES * TEST_PER_SPECIES
+    assert raw["images"] == scaled["images"] == species * test_per_species
     assert scaled["ece"] < raw["ece"] and scaled["ece"] <= 0.05
     # The report's ECE, recomputed here from the per-image Parquet with an independent loop.
     rows = pads.dataset(report / "predictions", format="parquet").to_table(

@@ -135,6 +135,7 @@ def test_model_from_s3_and_output_refusal(ray_session, s3, tmp_path, model_dir):
     assert read_output(out).num_rows == 1
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case,needle", [
     ("model", "is not a plantray model"),
     ("labels", "labels"),

@@ -1,9 +1,11 @@
-"""``plantray classify`` killed (SIGKILL of driver and its Ray) at several points, then ``--resume``d.
+"""``plantray classify`` killed (SIGKILL) at several points, then ``--resume``d.
 
 Each case runs the CLI as its own process tree (tests/crash.py), kills it when a file appears, reads what
 it left with pyarrow, resumes, and checks every input row once, ``_SUCCESS`` only at the end, and that the
 resumed run recomputed only the chunks that had no marker (the work lost is at most the chunk in flight).
-Figures are printed (``pytest -s``) and quoted in notes/resume.md.
+The runs submit to the test session's Ray (a driver crash on a cluster), except one case whose run starts
+its own embedded Ray and loses it with the driver (a laptop crash). Figures are printed (``pytest -s``) and
+quoted in docs/resume.md.
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from plantray.cli import main
-from tests.crash import file_appears, files_reach, plantray_env, run_retrying_ray_start
+from tests.crash import file_appears, files_reach, plantray_env, run_until
 from tests.helpers import jpeg_bytes, tiny_model, write
 
 ROWS, COMMIT_EVERY = 60, 20
@@ -77,24 +78,25 @@ def _chunk_sizes(out: str) -> dict[str, int]:
     return sizes
 
 
-# (kill point, what to wait for, extra environment): before any chunk is published (chunk 0 staged),
-# mid-publish (chunk 1's files moved into OUTPUT, its marker not yet written), after two chunks committed.
+# (kill point, what to wait for, extra environment, embedded Ray): before any chunk is published (chunk 0
+# staged), mid-publish (chunk 1's files moved into OUTPUT, its marker not yet written), after two chunks
+# committed. The last one kills the run's own embedded Ray with it.
 CASES = {
-    "chunk 0 staged": (lambda out: files_reach(f"{out}/_staging/000000", 1), {}),
+    "chunk 0 staged": (lambda out: files_reach(f"{out}/_staging/000000", 1), {}, False),
     "chunk 1 published, no marker": (lambda out: file_appears(f"{out}/_paused-published-1"),
-                                     {"PLANTRAY_PAUSE_AT": "published:1"}),
-    "2 chunks committed": (lambda out: file_appears(f"{out}/_chunks/000001.json"), {}),
+                                     {"PLANTRAY_PAUSE_AT": "published:1"}, False),
+    "2 chunks committed, embedded Ray": (lambda out: file_appears(f"{out}/_chunks/000001.json"), {}, True),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(CASES))
-def test_kill_then_resume_every_row_once(data, tmp_path, point, capsys):
+def test_kill_then_resume_every_row_once(data, tmp_path, point, capsys, ray_address):
     out, emb = str(tmp_path / "out"), str(tmp_path / "emb")
-    condition, env = CASES[point]
-    killed = run_retrying_ray_start(_argv(data, out, "--embeddings", emb), condition(out), timeout=600,
-                                    log_path=str(tmp_path / "killed.log"), env=plantray_env(**env),
-                                    before_retry=lambda: [shutil.rmtree(p, ignore_errors=True) for p in (out, emb)])
+    condition, env, embedded = CASES[point]
+    address = None if embedded else ray_address
+    killed = run_until(_argv(data, out, "--embeddings", emb), condition(out), timeout=600,
+                       log_path=str(tmp_path / "killed.log"), env=plantray_env(address, **env))
     assert killed.killed, f"the run ended before the kill point ({killed.returncode}):\n{killed.log[-3000:]}"
     left = _after_kill(out)
     assert not left["success"]
@@ -109,9 +111,8 @@ def test_kill_then_resume_every_row_once(data, tmp_path, point, capsys):
 
     # Resumed with another batch size, so a recomputed chunk's batches (and vector files) differ from the
     # killed attempt's: its vectors must still be there once.
-    resumed = run_retrying_ray_start(_argv(data, out, "--resume", "--embeddings", emb, "--batch-size", "7"), None,
-                                     timeout=600,
-                                     log_path=str(tmp_path / "resumed.log"))
+    resumed = run_until(_argv(data, out, "--resume", "--embeddings", emb, "--batch-size", "7"), None, timeout=600,
+                        log_path=str(tmp_path / "resumed.log"), env=plantray_env(ray_address))
     assert resumed.returncode == 0, resumed.log[-3000:]
     assert os.path.exists(f"{out}/_SUCCESS") and not os.path.exists(f"{out}/_staging")
 

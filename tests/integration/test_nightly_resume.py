@@ -1,9 +1,10 @@
-"""``plantray nightly`` killed with SIGKILL (driver and the Ray processes it started) at several points, then
-re-run with the same run id: every key committed exactly once, and at most one chunk of work lost.
+"""``plantray nightly`` killed with SIGKILL at several points, then re-run with the same run id: every key
+committed exactly once, and at most one chunk of work lost.
 
-Each run is its own process in its own session (``start_new_session=True``) with an embedded local Ray in
-a private temp dir, so killing the session kills exactly what the run started. The table is read with
-``deltalake`` directly, independent of plantray's code.
+Each run is its own process in its own session (``start_new_session=True``). The runs submit to the test
+session's Ray (``RAY_ADDRESS``), so a kill is a driver crash on a cluster that lives on; one case runs with
+an embedded local Ray in a private temp dir instead, so killing the session kills the driver and its Ray
+alike. The table is read with ``deltalake`` directly, independent of plantray's code.
 """
 
 from __future__ import annotations
@@ -103,10 +104,14 @@ def _kill_session(sid: int, ray_tmp: str) -> None:
     raise AssertionError(f"processes of session {sid} survived SIGKILL: {_session_pids(sid, ray_tmp)}")
 
 
-def _start(model: str, manifest: str, table: str, ray_tmp: str, kill_chunk: int = -1) -> subprocess.Popen:
+def _start(model: str, manifest: str, table: str, ray_tmp: str, address: str | None,
+           kill_chunk: int = -1) -> subprocess.Popen:
+    """Starts the run: on the Ray at ``address``, or (None) on an embedded Ray in ``ray_tmp``."""
     env = {**os.environ, "PYTHONPATH": ROOT, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_TMPDIR": ray_tmp, "KILL_BEFORE_COMMIT": str(kill_chunk)}
-    env.pop("RAY_ADDRESS", None)  # never join the test session's (or anyone's) cluster
+    env.pop("RAY_ADDRESS", None)
+    if address:
+        env["RAY_ADDRESS"] = address
     argv = ["nightly", "--model", model, "--input", manifest, "--table", table, "--run-id", RUN,
             "--commit-every", str(COMMIT_EVERY), "--decode-batch-size", "2"]
     return subprocess.Popen([sys.executable, "-c", _SCRIPT, *argv], env=env, cwd=ROOT, start_new_session=True,
@@ -133,6 +138,22 @@ def _committed_rows(table: str) -> pa.Table | None:
     return DeltaTable(table).to_pyarrow_table()
 
 
+def _uncommitted_rows(table: str) -> int:
+    """Rows in the run's data files that no Delta commit references (a file cut short counts 0)."""
+    base = os.path.join(table, "data", RUN)
+    committed = set(DeltaTable(table).files()) if os.path.isdir(os.path.join(table, "_delta_log")) else set()
+    rows = 0
+    for d, _, names in os.walk(base):
+        for name in names:
+            path = os.path.join(d, name)
+            if name.endswith(".parquet") and os.path.relpath(path, table) not in committed:
+                try:
+                    rows += pq.ParquetFile(path).metadata.num_rows
+                except (pa.ArrowInvalid, OSError):
+                    pass
+    return rows
+
+
 def _chunk_files(table: str, chunk: int) -> bool:
     base = os.path.join(table, "data", RUN)
     if not os.path.isdir(base):
@@ -142,18 +163,20 @@ def _chunk_files(table: str, chunk: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["after_first_commit", "writing_second_chunk", "before_second_commit"])
-def test_kill_and_resume(setup, tmp_path, point):
+@pytest.mark.parametrize("point", ["after_first_commit", "writing_second_chunk", "before_second_commit",
+                                   "before_second_commit, embedded Ray"])
+def test_kill_and_resume(setup, tmp_path, point, ray_address):
     model, manifest, uris = setup
     table = str(tmp_path / "table")
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    if point == "before_second_commit":
-        proc = _start(model, manifest, table, ray_tmp, kill_chunk=1)
+    address = None if point.endswith("embedded Ray") else ray_address
+    if point.startswith("before_second_commit"):
+        proc = _start(model, manifest, table, ray_tmp, address, kill_chunk=1)
         proc.wait(timeout=900)
         _kill_session(proc.pid, ray_tmp)  # the run killed its own session; make sure nothing is left
         assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
     else:
-        proc = _start(model, manifest, table, ray_tmp)
+        proc = _start(model, manifest, table, ray_tmp, address)
         if point == "after_first_commit":
             _wait_for(proc, ray_tmp, lambda: os.path.exists(os.path.join(table, "_delta_log", f"{1:020d}.json")))
         else:
@@ -161,10 +184,11 @@ def test_kill_and_resume(setup, tmp_path, point):
 
     before = _committed_rows(table)
     committed = 0 if before is None else before.num_rows
+    lost = _uncommitted_rows(table)  # classified and written by the killed run, in no commit
     assert not os.path.exists(os.path.join(table, "_runs", RUN, "_plantray_run.json"))
 
     rerun_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    rerun = _start(model, manifest, table, rerun_tmp)
+    rerun = _start(model, manifest, table, rerun_tmp, ray_address)
     out, _ = rerun.communicate(timeout=900)
     _kill_session(rerun.pid, rerun_tmp)
     assert rerun.returncode == 0, out
@@ -179,14 +203,16 @@ def test_kill_and_resume(setup, tmp_path, point):
     sizes = _chunk_sizes(uris)
     assert committed >= sizes[0]  # every kill point lies after chunk 0's commit
     # Work lost = rows the killed run classified but did not commit: at most the chunk in flight (chunk 1).
-    lost_at_most = sizes[1]
     assert sizes == {0: 2, 1: 2, 2: 2}
+    assert lost <= sizes[1], (lost, sizes)
+    if point.startswith("before_second_commit"):  # killed with chunk 1 written in full: exactly that is lost
+        assert lost == sizes[1], lost
     print(f"\nRESUME {point}: committed before kill {committed}/{N}, re-run classified {redone}, "
-          f"chunk sizes {dict(sorted(sizes.items()))}, lost <= {lost_at_most}")
+          f"chunk sizes {dict(sorted(sizes.items()))}, lost {lost}")
 
     # The completed run id is now a no-op.
     again_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    again = _start(model, manifest, table, again_tmp)
+    again = _start(model, manifest, table, again_tmp, ray_address)
     out, _ = again.communicate(timeout=900)
     _kill_session(again.pid, again_tmp)
     assert again.returncode == 0 and "nothing to do" in out, out

@@ -167,6 +167,7 @@ def test_nightly_counts_the_prior(ray_session, data, tmp_path):
             assert r["scientificName"] in present[r["countryCode"]]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case, needle", [
     ("columns", "lacks column(s) ['countryCode']"),
     ("species", "is a label of the model"),

@@ -384,6 +384,7 @@ def test_tree_dataset_with_labels(ray_session, tmp_path):
 
 # --- refused before Ray starts (end to end) ----------------------------------------------------------------
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_bad_archive_refused_before_ray(tmp_path):
     """With RAY_ADDRESS pointing where no Ray runs, reaching for Ray would hang in retries (not exit 2):

@@ -45,9 +45,9 @@ def data(tmp_path_factory):
 
 
 def tiny(root, output, **kw) -> TrainConfig:
-    """A small, fast configuration: resnet18 from scratch at 64 px on 2 workers."""
-    base = dict(data=str(root / "train_plus.parquet"), output=str(output), arch="resnet18", init="random",
-                epochs=8, num_workers=2, image_size=64, batch_size=16, lr=2e-3, seed=1,
+    """A small, fast configuration: plantray's tinyresnet from scratch at 32 px on 2 workers."""
+    base = dict(data=str(root / "train_plus.parquet"), output=str(output), arch="tinyresnet", init="random",
+                epochs=8, num_workers=2, image_size=32, batch_size=16, lr=2e-3, seed=1,
                 data_license="CC-BY 4.0 (synthetic)", data_citation="plantray synth")
     return TrainConfig(**{**base, **kw})
 
@@ -71,17 +71,17 @@ def test_workers_that_cannot_be_placed_fail_in_bounded_time_naming_the_ask(data,
 
 
 @pytest.mark.slow
-def test_trains_and_classifies_held_out_images(data, tmp_path, ray_session):
+def test_trains_and_classifies_held_out_images(trained, tmp_path):
+    """The session's shared training run (tests/integration/conftest.py: 2 workers, --val) is complete and learnt."""
     from plantray.commands.classify import ClassifyConfig, classify
 
-    out = tmp_path / "model"
-    summary = train(tiny(data, out))
+    data, out, summary, config = trained["data"], trained["model"], trained["summary"], trained["config"]
     # Data: one unreadable image skipped and counted, not fatal.
     assert summary["skipped_unreadable"] == 1
     card = json.loads((out / "model_card.json").read_text())
     assert card["data"]["skipped_unreadable"] == 1
-    assert card["data"]["license"] == "CC-BY 4.0 (synthetic)" and card["data"]["citation"] == "plantray synth"
-    assert card["training"]["config"]["epochs"] == 8 and card["hardware"]["workers"] == 2
+    assert card["data"]["license"] == config["license"] and card["data"]["citation"] == config["citation"]
+    assert card["training"]["config"]["epochs"] == config["epochs"] and card["hardware"]["workers"] == 2
     # Torch threads chosen inside each worker: together the workers of a node never ask for more threads than
     # the node has CPUs (the cores this machine lets us run on, at most the CPUs its Ray node counts), and
     # each has at least one. The session's Ray is one node, so every worker is on it.
@@ -102,17 +102,26 @@ def test_trains_and_classifies_held_out_images(data, tmp_path, ray_session):
     assert got == dict(expected) and rows[0].startswith("scientificName")
     # Loss falls; one metrics row per epoch; a real PNG curve.
     history = read_jsonl(out / "metrics.jsonl")
-    assert [m["epoch"] for m in history] == list(range(1, 9))
+    assert [m["epoch"] for m in history] == list(range(1, config["epochs"] + 1))
     assert min(m["loss"] for m in history[-3:]) < history[0]["loss"] * 0.7
     assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy")
-    # The trained model through classify on held-out images: far above chance (0.25).
+    # The model directory holds the model; its checkpoints live beside it, where the card says.
+    assert card["checkpoints"] == f"{out}-checkpoints/run" and os.path.isdir(card["checkpoints"])
+    assert not [p for p in out.iterdir() if p.is_dir() and p.name != "calibration"]
+    # The trained model through classify on 8 held-out images per species: far above chance (1/6).
+    test = pq.read_table(data / "test.parquet", columns=["image_uri", "scientificName"]).to_pylist()
+    per_species: dict = collections.defaultdict(list)
+    for r in test:
+        per_species[r["scientificName"]].append(r)
+    held = [r for rs in per_species.values() for r in rs[:8]]
+    manifest_uri = tmp_path / "held.parquet"
+    pq.write_table(pa.table({"image_uri": [str(data / r["image_uri"]) for r in held]}), manifest_uri)
     pred_dir = tmp_path / "pred"
-    classify(ClassifyConfig(model=str(out), input=str(data / "test.parquet"), output=str(pred_dir)))
+    classify(ClassifyConfig(model=str(out), input=str(manifest_uri), output=str(pred_dir)))
     got = pads.dataset(pred_dir, format="parquet").to_table(columns=["image_uri", "scientificName"]).to_pylist()
-    truth = dict(zip(*pq.read_table(data / "test.parquet", columns=["image_uri", "scientificName"])
-                     .to_pydict().values()))
-    assert len(got) == len(truth) == SPECIES * 8
+    truth = {str(data / r["image_uri"]): r["scientificName"] for r in held}
+    assert len(got) == len(truth) == config["species"] * 8
     top1 = sum(r["scientificName"] == truth[r["image_uri"]] for r in got) / len(got)
     assert top1 >= 0.6, top1
 
@@ -199,15 +208,15 @@ def test_optimizer_groups_schedule_and_checkpoint_round_trip(tmp_path):
 
 
 class _Driver:
-    """``plantray train`` as its own process (own session, own embedded Ray), stderr lines timestamped."""
+    """``plantray train`` as its own process (own session) submitted to the Ray at ``address``, its output
+    lines timestamped."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], address: str):
         import subprocess
         import sys
         import threading
 
-        env = {**os.environ, "PYTHONPATH": REPO, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-        env.pop("RAY_ADDRESS", None)
+        env = {**os.environ, "PYTHONPATH": REPO, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_ADDRESS": address}
         self.lines: list[tuple[float, str]] = []
         self.proc = subprocess.Popen([sys.executable, "-m", "plantray", "train", *args], env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -233,7 +242,7 @@ class _Driver:
         return "".join(line for _, line in self.lines)
 
     def kill_tree(self):
-        """SIGKILL the driver and every process it started (its embedded Ray included)."""
+        """SIGKILL the driver and every process it started: a driver crash (the cluster lives on)."""
         import signal
 
         from tests.multinode import descendants
@@ -246,15 +255,15 @@ class _Driver:
 
 
 @pytest.mark.slow
-def test_duration_covers_every_invocation_after_sigkill(data, tmp_path):
+def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_address):
     out = tmp_path / "model"
     args = ["--data", str(data / "train.parquet"), "--output", str(out), "--arch", "resnet18", "--init", "random",
             "--epochs", "3", "--num-workers", "1", "--image-size", "32", "--batch-size", "16", "--name", "timed"]
-    run_dir = out / "checkpoints" / "timed"
+    run_dir = tmp_path / "model-checkpoints" / "timed"
     ledger = run_dir / "_plantray_invocations.json"
     # First invocation: measured from its "training ..." line to the epoch-2 checkpoint, then SIGKILLed
     # once its time has been recorded past that point (it records every few seconds).
-    first = _Driver(args)
+    first = _Driver(args, ray_address)
     start1 = first.wait("training line", lambda: first.seen("INFO plantray.commands.train: training"))
     # The epoch directory appears while it is still being written; Ray Train registers it (and a restart
     # restores it) only once its checkpoint manager's snapshot names it.
@@ -266,7 +275,7 @@ def test_duration_covers_every_invocation_after_sigkill(data, tmp_path):
     first.kill_tree()
     assert not (out / "model_card.json").exists()
     # Second invocation resumes: measured from its "training ..." line to the final checkpoint.
-    second = _Driver(args)
+    second = _Driver(args, ray_address)
     start2 = second.wait("training line", lambda: second.seen("INFO plantray.commands.train: training"))
     end2 = second.wait("epoch 3 checkpoint", lambda: (run_dir / "epoch_0003").exists() and time.monotonic())
     assert second.proc.wait(300) == 0, second.output()

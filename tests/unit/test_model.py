@@ -88,3 +88,28 @@ def test_imagenet_weights_fail_clearly_offline(tmp_path, monkeypatch):
     if code == 0:
         pytest.skip("this machine can download torchvision weights")
     assert code == 2 and not os.path.exists(tmp_path / "m")
+
+
+def test_tinyresnet_is_a_small_resnet_for_smoke_tests(tmp_path):
+    """plantray's own tinyresnet: built, saved and loaded like a torchvision network, its penultimate features
+    the head's input, and no ImageNet weights to ask for."""
+    from plantray.model.network import Network
+
+    labels = tmp_path / "l.txt"
+    labels.write_text("Quercus robur\nFagus sylvatica\nBellis perennis\n")
+    out = str(tmp_path / "m")
+    card = create_model(ModelCreateConfig(out=out, labels=str(labels), arch="tinyresnet", image_size=32))
+    weights = (tmp_path / "m" / "weights.pt").read_bytes()
+    assert card["arch"] == "tinyresnet" and len(weights) < 1_000_000  # ResNet-18's are ~45 MB
+    model = load_artifact(out).build()
+    assert sum(p.numel() for p in model.parameters()) < 100_000
+    assert isinstance(model.fc, torch.nn.Linear) and model.fc.out_features == 3
+    net = Network(load_artifact(out), torch.device("cpu"))
+    net.keep_features()
+    logits = net.logits(torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8).numpy())
+    assert logits.shape == (2, 3) and net.features.shape == (2, net.feature_size) and net.feature_size == 64
+    # The head's input is the pooled features: the head applied to them gives the logits.
+    with torch.no_grad():
+        assert torch.allclose(model.fc(net.features.clone()), logits, atol=1e-5)
+    with pytest.raises(ConfigError, match="no ImageNet weights"):
+        build_model("tinyresnet", 3, "imagenet")

@@ -1,0 +1,39 @@
+"""Fixtures of the end-to-end tests: one real two-node Ray cluster shared by every test that needs two nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.multinode import RayCluster, is_alive
+
+ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # a default local Ray's address: the harness never touches it
+
+
+@pytest.fixture(scope="session")
+def _shared_two_nodes(s3_server):
+    """Head + one worker node, 3 CPUs each, started once per test session (after the S3 server, so every node
+    inherits its ``AWS_*`` variables).
+
+    Teardown is itself checked: stopping the cluster ends every process it started (killed and replaced
+    worker nodes included) and leaves a default local Ray's address file as it was.
+    """
+    before = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
+    cluster = RayCluster(num_workers=1, num_cpus=3, object_store_memory=150 * 1024**2, timeout=300).start()
+    try:
+        yield cluster
+    finally:
+        pids = cluster.pids()
+        cluster.stop()
+    left = [p for p in pids if is_alive(p)]
+    assert pids and not left, f"processes of the shared cluster still alive after its teardown: {left}"
+    assert (ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None) == before
+
+
+@pytest.fixture
+def two_nodes(_shared_two_nodes) -> RayCluster:
+    """The shared two-node cluster with both nodes up: a worker node an earlier test killed is replaced first."""
+    _shared_two_nodes.replace_lost_workers()
+    assert len(_shared_two_nodes.worker_node_ids) == 1
+    return _shared_two_nodes
