@@ -11,10 +11,10 @@ from tests.multinode import RayCluster, is_alive
 ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # a default local Ray's address: the harness never touches it
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _shared_two_nodes(s3_server):
-    """Head + one worker node, 3 CPUs each, started once per test session (after the S3 server, so every node
-    inherits its ``AWS_*`` variables).
+    """Head + one worker node, 3 CPUs each, started once for the end-to-end tests and stopped after the last
+    of them (after the S3 server, so every node inherits its ``AWS_*`` variables).
 
     Teardown is itself checked: stopping the cluster ends every process it started (killed and replaced
     worker nodes included) and leaves a default local Ray's address file as it was.
