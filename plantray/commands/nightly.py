@@ -13,9 +13,12 @@ Semantics:
   are retried by the next run; ``--no-retry-failed`` counts them as done). A new model re-classifies all.
 - ``--full`` re-classifies every input row. ``--since DATE`` re-classifies rows whose committed prediction
   (for this model) was committed before DATE (commit time, UTC), e.g. after fixing a decoding bug.
-- **Run id** (default ``nightly-YYYY-MM-DD``, UTC): a run id whose run completed (its manifest
-  ``TABLE/_runs/<run_id>/_plantray_run.json`` exists) makes the run a no-op, so a cron retry finishes the
-  night's work once.
+- **Run id** (default ``nightly-YYYY-MM-DD``, UTC; :mod:`plantray.commands.nightly_runs`): a run whose
+  manifest ``TABLE/_runs/<run_id>/_plantray_run.json`` exists completed. Without ``--run-id``, a re-run of a
+  completed day looks for work left (input keys no run committed for this model): none, a no-op saying so
+  (a cron retry classifies nothing twice); some (new images, a new model), the next run of that day,
+  ``nightly-YYYY-MM-DD.2``, ``.3``, ..., which says why on the console and in its run record. An explicit
+  ``--run-id`` that completed is a no-op that counts the rows it left (``--strict``: exit 2 when any).
 - **Chunks and resume**: each chunk commits exactly once, with the Delta application transaction
   ``(run_id, chunk)``. Re-running a run id after a crash skips its committed chunks (its rows are done
   whatever ``--full``/``--since`` say), splits the rest as its first invocation did, and continues: a crash
@@ -61,8 +64,11 @@ class NightlyConfig(InferenceOptions):
     """Settings of ``plantray nightly``: classify's model options plus the table and the run's scope."""
 
     table: str = field("", required=True, help="predictions table directory (local or s3://...)")
-    run_id: str | None = field(None, help="run identifier; a committed run id makes the run a no-op "
-                               "(default: nightly-<UTC date>)")
+    run_id: str | None = field(None, help="run identifier; a run id that completed is not run again, only told "
+                               "what it left (default: nightly-<UTC date>; a later run the same day that finds "
+                               "work left runs as nightly-<UTC date>.2, .3, ...)")
+    strict: bool = field(False, help="exit 2 when the --run-id given already completed and rows of this input "
+                         "are left unclassified (for schedulers that must notice)")
     since: str | None = field(None, help="also re-classify rows whose prediction was committed before this "
                               "ISO date/time (UTC)")
     full: bool = field(False, help="re-classify every input row")
@@ -165,7 +171,7 @@ def _counts(input_rows: int, chunk_commits: list[dict]) -> dict:
 
 def _manifest(cfg: NightlyConfig, artifact, run_id: str, attempt: str, counts: dict, versions: list[int],
               status: str, timings: dict, collected: list[str], started: str, chunks: int, files: int,
-              resumed: int) -> dict:
+              resumed: int, after: dict) -> dict:
     from plantray import storage
     from plantray.storage import table as tbl
 
@@ -175,44 +181,31 @@ def _manifest(cfg: NightlyConfig, artifact, run_id: str, attempt: str, counts: d
                "model": {"uri": cfg.model, "sha256": artifact.sha256, "name": artifact.card["name"],
                          "version": artifact.card["version"]},
                "input": cfg.input, "table": cfg.table, "counts": counts, "files": files,
-               "timings": {k: round(v, 2) for k, v in timings.items()}, "garbage_collected": collected}
+               "timings": {k: round(v, 2) for k, v in timings.items()}, "garbage_collected": collected,
+               **after}  # a later run of the day: the run it follows and why it ran
     if cfg.embeddings:
         summary["embeddings"] = embeddings_summary(cfg.embeddings)
     write_run_record(storage.join(cfg.table, tbl.RUNS, run_id), "nightly", cfg, summary, started)
     return summary
 
 
-def _completed(cfg: NightlyConfig, run_id: str) -> dict | None:
-    """The summary of ``run_id`` if a run with that id completed (its manifest exists)."""
-    import json
-
-    from plantray import storage
-    from plantray.commands.record import RUN_RECORD
-    from plantray.storage import table as tbl
-
-    uri = storage.join(cfg.table, tbl.RUNS, run_id, RUN_RECORD)
-    return json.loads(storage.read_bytes(uri))["summary"] if storage.exists(uri) else None
-
-
 def nightly(cfg: NightlyConfig) -> dict:
     """Runs ``plantray nightly``; returns the run's summary (also in ``TABLE/_runs/<run_id>/_plantray_run.json``).
 
     Raises:
-        ConfigError: bad model, input, table or flags, before any work starts.
+        ConfigError: bad model, input, table or flags, before any work starts; with ``--strict``, an explicit
+            ``--run-id`` that already completed and left rows of this input unclassified.
         CommitConflict: a concurrent run committed part of a chunk's images first (that chunk not committed).
     """
     from plantray.cluster import ensure_ray
     from plantray.columns import RESERVED_COLUMNS
+    from plantray.commands import nightly_runs as runs
     from plantray.inference.chunks import key_columns
     from plantray.inference.pipeline import plan_for_cluster
     from plantray.storage import table as tbl
 
     artifact, source, since = validate(cfg)
     geo = location_prior(cfg, artifact.labels.names, source.columns())
-    run_id = cfg.run_id or "nightly-" + dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    if (prior := _completed(cfg, run_id)) is not None:
-        log.info("run %s already completed (table version %s): nothing to do", run_id, prior["commit_seq"])
-        return {"run_id": run_id, "status": "noop", "commit_seq": prior["commit_seq"], "table": cfg.table}
     ensure_ray(cfg.dashboard)
     snap = tbl.snapshot(cfg.table)
     ds, _ = source.dataset(reserved=RESERVED_COLUMNS)
@@ -220,26 +213,35 @@ def nightly(cfg: NightlyConfig) -> dict:
     if (key := snap.key()) is not None and key != columns:
         raise ConfigError(f"table {cfg.table!r} is keyed by {key} but input {cfg.input!r} gives "
                           f"{columns}; use an input with the same identifier columns or a new --table")
+    choice = runs.choose(cfg.table, cfg.run_id, lambda run_id: bool(snap.run_commits(run_id)))
+    start, started = time.perf_counter(), utc_now()
+    rows, reason = runs.rows_to_classify(cfg, artifact.sha256, ds, columns, snap, since, choice)
+    if reason is None:  # nothing to run: a completed explicit run id, or nothing left today
+        return runs.noop_summary(cfg, artifact.sha256, choice, rows.count(), ds.count())
+    if reason:
+        log.info("%s", reason)
     plan = plan_for_cluster(cfg)
     collected = tbl.collect_garbage(cfg.table, snap, cfg.stale_hours * 3600)
-    attempt = tbl.begin_attempt(cfg.table, run_id)
+    attempt = tbl.begin_attempt(cfg.table, choice.run_id)
+    after = {"follows": choice.previous["run_id"], "reason": reason} if choice.later else {}
     try:
-        summary = _run(cfg, artifact, ds, columns, snap, since, plan, run_id, attempt, collected, geo)
+        summary = _run(cfg, artifact, ds, rows, columns, snap, plan, choice.run_id, attempt, collected, geo,
+                       timing=(start, started), after=after)
     except Exception:
         # A failure we see (unlike a crash) cleans up now; GC covers the crashes. Committed chunks stay.
-        tbl.end_attempt(cfg.table, run_id, attempt, tbl.committed_chunks(tbl.snapshot(cfg.table), run_id, attempt))
+        tbl.end_attempt(cfg.table, choice.run_id, attempt,
+                        tbl.committed_chunks(tbl.snapshot(cfg.table), choice.run_id, attempt))
         raise
-    tbl.end_attempt(cfg.table, run_id, attempt, set(summary.pop("_chunks", ())))
+    tbl.end_attempt(cfg.table, choice.run_id, attempt, set(summary.pop("_chunks", ())))
     return summary
 
 
-def _run(cfg, artifact, ds, columns, snap, since, plan, run_id, attempt, collected, geo=None) -> dict:
+def _run(cfg, artifact, ds, rows, columns, snap, plan, run_id, attempt, collected, geo=None, *,
+         timing: tuple, after: dict) -> dict:
     from plantray.inference.chunks import DEFAULT_COMMIT_EVERY, add_chunks, chunk_count, chunk_rows
-    from plantray.inference.incremental import todo
     from plantray.storage import table as tbl
 
-    timings, start, started = {"classify_s": 0.0, "commit_s": 0.0}, time.perf_counter(), utc_now()
-    rows = todo(ds, snap, columns, artifact.sha256, run_id, cfg.full, since, cfg.retry_failed, cfg.join_partitions)
+    (start, started), timings = timing, {"classify_s": 0.0, "commit_s": 0.0}
     prior = snap.run_commits(run_id)  # chunks this run committed before a crash
     # A resumed run splits its rows exactly as its first invocation did (recorded in its first commit).
     chunks = prior[0]["chunks"] if prior else chunk_count(rows.count(), cfg.commit_every or DEFAULT_COMMIT_EVERY)
@@ -264,7 +266,7 @@ def _run(cfg, artifact, ds, columns, snap, since, plan, run_id, attempt, collect
     if status == "noop" and snap.table is None:
         return {"run_id": run_id, "status": "noop", "commit_seq": None, "table": cfg.table, "_chunks": []}
     summary = _manifest(cfg, artifact, run_id, attempt, counts, versions, status, timings, collected, started,
-                        chunks, files, resumed)
+                        chunks, files, resumed, after)
     return {**summary, "_chunks": [c["chunk"] for c in done if c.get("attempt") == attempt]}
 
 
@@ -307,11 +309,13 @@ def format_summary(summary: dict) -> str:
     """The closing lines printed by the CLI."""
     from plantray.commands.classify import unknown_lines
 
-    if summary["status"] == "noop":
-        return f"run {summary['run_id']}: nothing to do (covered by table version {summary['commit_seq']})"
+    if summary["status"] == "noop" and "counts" not in summary:
+        return summary.get("message") or f"run {summary['run_id']}: nothing to do"
     c = summary["counts"]
-    versions = _span(summary.get("versions") or [summary["commit_seq"]])
-    lines = [f"run {summary['run_id']}: committed table versions {versions} to {summary['table']}: "
+    versions = summary.get("versions") or ([summary["commit_seq"]] if summary["commit_seq"] is not None else [])
+    committed = f"committed table versions {_span(versions)}" if versions else "committed nothing"
+    lines = [summary["reason"]] if summary.get("reason") else []
+    lines += [f"run {summary['run_id']}: {committed} to {summary['table']}: "
              f"{c['new']} new of {c['input_rows']} input rows ({c['skipped_done']} already done, "
              f"{c['failed']} failed) in {summary['timings']['classify_s']} s"]
     for reason, count in c["failures_by_reason"].items():

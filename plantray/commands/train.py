@@ -60,7 +60,8 @@ class TrainConfig(RayOptions):
     checkpoint_every: int = field(1, help="epochs between checkpoints (the last epoch is always saved)")
     max_failures: int = field(3, help="worker failures to recover from (from the last checkpoint); -1 = always")
     seed: int = field(0, help="seed of the initial weights, shuffles and local shuffle buffers")
-    val: str | None = field(None, help="optional validation manifest/tree: top-1 after every epoch")
+    val: str | None = field(None, help="optional validation manifest/tree: Top-1 and loss after every epoch "
+                            "(metrics, training_curve.png) and the temperature of calibrated confidences")
     data_license: str = field("", help="licence of the training images (recorded in the model card)")
     data_citation: str = field("", help="citation of the training data (recorded in the model card)")
     model_name: str | None = field(None, help="model name in the card (default plantray-ARCH)")

@@ -24,6 +24,7 @@ import ray
 
 from plantray import storage
 from plantray.columns import ERROR, TOPK_CONFIDENCE
+from plantray.evaluation.breakdown import CURVE_THRESHOLDS, named_share
 from plantray.evaluation.labelfilter import select_rows
 from plantray.sources import open_source
 
@@ -140,9 +141,15 @@ def score_ood(uri: str, model_label: str, test_names: list[str], ood_sets: list[
         test_names: the in-distribution ``--test`` set names.
         ood_sets: (name, uri) of each ``--ood`` set.
     Returns:
-        ``{"model", "ood_set", "uri", **separation(...)}`` per OOD set.
+        ``{"model", "ood_set", "uri", **separation(...), "named", "named_curve"}`` per OOD set, where
+        ``named``/``named_curve`` are the shares of the set's images still named at species rank as
+        ``--min-confidence`` varies (:func:`plantray.evaluation.breakdown.named_share`).
     """
     scores = read_scores(uri)
     known = np.concatenate([scores.get(t, np.zeros(0)) for t in test_names]) if test_names else np.zeros(0)
-    return [{"model": model_label, "ood_set": name, "uri": set_uri,
-             **separation(known, scores.get(name, np.zeros(0)))} for name, set_uri in ood_sets]
+    out = []
+    for name, set_uri in ood_sets:
+        unknown = scores.get(name, np.zeros(0))
+        out.append({"model": model_label, "ood_set": name, "uri": set_uri, **separation(known, unknown),
+                    "named": named_share(unknown), "named_curve": named_share(unknown, CURVE_THRESHOLDS)})
+    return out

@@ -1,4 +1,5 @@
-"""The evaluation report: Markdown (the paper's Table 1 and details), JSON with the same numbers, a PNG chart.
+"""The evaluation report: Markdown (the paper's Table 1 and details), JSON with the same numbers, a CSV of
+every species, and PNG charts (:mod:`plantray.evaluation.charts`).
 
 Everything is written through fsspec, so REPORT_DIR may be a bucket prefix. Accuracies are stored as
 fractions in JSON and shown as percentages (one decimal, as the paper) in Markdown.
@@ -6,30 +7,13 @@ fractions in JSON and shown as percentages (one decimal, as the paper) in Markdo
 
 from __future__ import annotations
 
-import io
 import json
-from typing import Any
 
 from plantray import storage
-
-DASH = "–"
-
-
-def pct(value: float | None) -> str:
-    """0.4012 -> ``40.1``; None -> a dash."""
-    return DASH if value is None else f"{100 * value:.1f}"
-
-
-def _row(cells: list) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: list, rows: list[list]) -> list[str]:
-    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
-
-
-def _entry(summary: dict, model: str, test: str) -> dict:
-    return next(e for e in summary["results"] if e["model"] == model and e["test_set"] == test)
+from plantray.evaluation import charts, sections
+from plantray.evaluation.charts import calibrated_entries, entry
+from plantray.evaluation.markdown import DASH, pct
+from plantray.evaluation.markdown import table as _table
 
 
 def markdown_table(summary: dict) -> str:
@@ -46,7 +30,7 @@ def markdown_table(summary: dict) -> str:
     for t in summary["tests"]:
         cells = [t["name"]]
         for m in models:
-            scores = _entry(summary, m, t["name"])["metrics"]
+            scores = entry(summary, m, t["name"])["metrics"]
             cells += [pct(scores[f"top{k}"]) for k in summary["ks"]]
         rows.append(cells)
     return "\n".join(_table(header, rows))
@@ -90,15 +74,11 @@ def _num(value: float | None) -> str:
     return DASH if value is None else f"{value:.4f}"
 
 
-def _calibrated(summary: dict) -> list[dict]:
-    return [e for e in summary["results"] if e.get("calibration") and e["calibration"]["uncalibrated"]]
-
-
 def calibration_table(summary: dict) -> str:
     """NLL, ECE (15 bins), Brier, mean confidence and Top-1 per (model, test set): the raw softmax, and the
     card's temperature when the model has one."""
     rows = []
-    for e in _calibrated(summary):
+    for e in calibrated_entries(summary):
         c = e["calibration"]
         variants = [("softmax (T = 1)" if c["fitted"] else "softmax (model not calibrated)", c["uncalibrated"])]
         if c["fitted"]:
@@ -110,36 +90,6 @@ def calibration_table(summary: dict) -> str:
         return "(no classified images)"
     return "\n".join(_table(["Model", "Test set", "Probabilities", "Images", "NLL", "ECE (15 bins)", "Brier",
                               "Mean confidence (%)", "Top-1 (%)"], rows))
-
-
-def reliability_png(summary: dict) -> bytes:
-    """A PNG reliability diagram per (model, test set): accuracy against mean confidence in each of the 15
-    bins, raw softmax and calibrated, with the diagonal of perfect calibration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = _calibrated(summary) or [None]
-    fig, axes = plt.subplots(1, len(entries), figsize=(4.5 * len(entries), 4.5), squeeze=False)
-    for ax, e in zip(axes[0], entries):
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        if e is not None:
-            c = e["calibration"]
-            variants = [("softmax", c["uncalibrated"], "o-")] + (
-                [(f"T = {c['temperature']:.3g}", c["calibrated"], "s-")] if c["fitted"] else [])
-            for label, s, style in variants:
-                full = [b for b in s["bins"] if b["images"]]
-                ax.plot([b["confidence"] for b in full], [b["accuracy"] for b in full], style, ms=4,
-                        label=f"{label} (ECE {s['ece']:.3f})")
-            ax.set_title(f"{e['model']} / {e['test_set']}", fontsize=9)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence in bin", ylabel="accuracy in bin")
-        ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def prior_table(summary: dict) -> str:
@@ -211,67 +161,32 @@ def markdown_report(summary: dict) -> str:
         f"Kept: species known to the model with more than {summary['min_train_images']} training images. "
         f"Bootstrap: {summary['bootstrap']} replicates, seed {summary['seed']}.", "",
         "## Models", models, "", "## Test sets", tests, "",
-        "## Accuracy (%)", markdown_table(summary), "",
+        "## Accuracy (%)", markdown_table(summary), "", "![accuracy](accuracy.png)", "",
         "## Images and labels", details_table(summary), "",
         "## Top-1 (%) per tag", tag_table(summary), "",
+        *sections.species_section(summary),
+        *sections.confused_section(summary),
+        *sections.coverage_section(summary),
         *prior_section(summary),
         *ood_section(summary),
-        "![accuracy](accuracy.png)", "",
         "## Calibration", "NLL, expected calibration error (ECE: 15 equal-width bins of the top-1 confidence) "
         "and multi-class Brier score, from the raw softmax and with the model card's temperature "
-        "(Guo et al. 2017).", "", calibration_table(summary), "",
-        "![reliability](reliability.png)", ""])
-
-
-def chart_png(summary: dict) -> bytes:
-    """A PNG: Top-k per test set and model (left), Top-1 per tag for each model and test set (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on cluster nodes
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    tests = [t["name"] for t in summary["tests"]]
-    series = [(m["label"], k) for m in summary["models"] for k in summary["ks"]]
-    width = 0.8 / max(1, len(series))
-    for i, (model, k) in enumerate(series):
-        values = [100 * (_entry(summary, model, t)["metrics"][f"top{k}"] or 0) for t in tests]
-        left.bar(np.arange(len(tests)) + i * width, values, width, label=f"{model} Top-{k}")
-    left.set(xticks=np.arange(len(tests)) + width * (len(series) - 1) / 2, ylim=(0, 100), ylabel="accuracy (%)",
-             title="Accuracy per test set")
-    left.set_xticklabels(tests)
-    left.legend(fontsize=7)
-    _tag_bars(right, summary, np)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _tag_bars(ax: Any, summary: dict, np: Any) -> None:
-    tags = sorted({t for e in summary["results"] for t in e["metrics"]["per_tag"]})
-    width = 0.8 / max(1, len(summary["results"]))
-    for i, e in enumerate(summary["results"]):
-        per = e["metrics"]["per_tag"]
-        values = [100 * per[t]["accuracy"] if t in per else 0 for t in tags]
-        ax.bar(np.arange(len(tags)) + i * width, values, width, label=f"{e['model']} / {e['test_set']}")
-    ax.set(xticks=np.arange(len(tags)) + width * (len(summary["results"]) - 1) / 2, ylim=(0, 100),
-           ylabel="Top-1 (%)", title="Top-1 per tag")
-    ax.set_xticklabels(tags, rotation=30)
-    if tags:
-        ax.legend(fontsize=7)
+        "(Guo et al. 2017). Under the reliability diagram: how many images each bin holds.", "",
+        calibration_table(summary), "", "![reliability](reliability.png)", ""])
 
 
 def write_report(summary: dict) -> None:
-    """Writes report.md, report.json, accuracy.png and reliability.png into ``summary["output"]``.
+    """Writes report.md, report.json, per_species.csv, accuracy.png, coverage.png and reliability.png into
+    ``summary["output"]``.
 
     Args:
         summary: the evaluation summary.
     """
     out = summary["output"]
-    storage.write_bytes(storage.join(out, "report.json"), json.dumps(summary, indent=2, default=str).encode())
-    storage.write_bytes(storage.join(out, "report.md"), markdown_report(summary).encode())
-    storage.write_bytes(storage.join(out, "accuracy.png"), chart_png(summary))
-    storage.write_bytes(storage.join(out, "reliability.png"), reliability_png(summary))
+    files = {"report.json": json.dumps(summary, indent=2, default=str).encode(),
+             "report.md": markdown_report(summary).encode(),
+             sections.PER_SPECIES_CSV: sections.per_species_csv(summary),
+             "accuracy.png": charts.chart_png(summary), sections.COVERAGE_PNG: charts.coverage_png(summary),
+             "reliability.png": charts.reliability_png(summary)}
+    for name, data in files.items():
+        storage.write_bytes(storage.join(out, name), data)

@@ -15,12 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from plantray import storage
-from plantray.columns import ERROR, SCIENTIFIC_NAME, TAG, TOPK_NAMES
-from plantray.evaluation import metrics
+from plantray.columns import ERROR, SCIENTIFIC_NAME, TAG, TOPK_CONFIDENCE, TOPK_NAMES
+from plantray.evaluation import breakdown, metrics
 from plantray.model.artifact import Artifact
 from plantray.model.labels import Labels
 
-_SCORE_COLUMNS = ["test_set", SCIENTIFIC_NAME, TAG, TOPK_NAMES, "predicted_genus", "true_genus",
+_SCORE_COLUMNS = ["test_set", SCIENTIFIC_NAME, TAG, TOPK_NAMES, TOPK_CONFIDENCE, "predicted_genus", "true_genus",
                   "predicted_family", "true_family", ERROR]
 
 
@@ -60,8 +60,7 @@ def score_test(table: pa.Table | None, name: str, labels: Labels, ks: list[int],
         return metrics.score([], [], ks, bootstrap=bootstrap, seed=seed), {}
     unreadable = collections.Counter(e for e in table.column(ERROR).to_pylist() if e)
     ok = table.filter(pc.is_null(table.column(ERROR)))
-    rows = ok.column("topk_scientificName").to_pylist()
-    ranked = np.array(rows, dtype=object).reshape(len(rows), -1) if rows else np.empty((0, 1), object)
+    ranked = _ranked(ok)
     col = ok.column
     result = metrics.score(
         ranked, col(SCIENTIFIC_NAME).to_pylist(), ks, tags=col(TAG).to_pylist(),
@@ -72,8 +71,41 @@ def score_test(table: pa.Table | None, name: str, labels: Labels, ks: list[int],
     return result, dict(unreadable.most_common())
 
 
+def _ranked(ok: pa.Table) -> np.ndarray:
+    rows = ok.column(TOPK_NAMES).to_pylist()
+    return np.array(rows, dtype=object).reshape(len(rows), -1) if rows else np.empty((0, 1), object)
+
+
+def breakdown_test(table: pa.Table | None, name: str, ks: list[int]) -> dict:
+    """Where one test set goes wrong, from its per-image rows (:mod:`plantray.evaluation.breakdown`).
+
+    Args:
+        table: one model's rows (:func:`read_predictions`), or None.
+        name: the test set.
+        ks: the Top-k reported (1 among them).
+    Returns:
+        ``{"species": per species, "confused": the most-confused pairs, "coverage": at the table's
+        thresholds, "coverage_curve": at the plot's}``, over the images scored (readable ones).
+    """
+    if table is not None:
+        table = table.filter(pc.and_(pc.equal(table.column("test_set"), name), pc.is_null(table.column(ERROR))))
+    if table is None or table.num_rows == 0:
+        return {"species": [], "confused": [], "coverage": breakdown.coverage([], []),
+                "coverage_curve": breakdown.coverage([], [], breakdown.CURVE_THRESHOLDS)}
+    ranked, true = _ranked(table), table.column(SCIENTIFIC_NAME).to_pylist()
+    hit = metrics.hits(ranked, true)
+    correct = {k: metrics.correct_at(hit, k) for k in ks}
+    predicted = list(ranked[:, 0])
+    confidence = pc.list_element(table.column(TOPK_CONFIDENCE), 0).to_numpy(zero_copy_only=False)
+    return {"species": breakdown.per_species(true, correct, predicted),
+            "confused": breakdown.confused_pairs(true, predicted),
+            "coverage": breakdown.coverage(confidence, correct[1]),
+            "coverage_curve": breakdown.coverage(confidence, correct[1], breakdown.CURVE_THRESHOLDS)}
+
+
 def score_run(uri: str, run: ModelRun, tests: list[TestSet], ks: list[int], bootstrap: int, seed: int) -> list[dict]:
-    """One report entry per test set for a model: image/label counts per reason and the metrics."""
+    """One report entry per test set for a model: image/label counts per reason, the metrics and where it
+    goes wrong (:func:`breakdown_test`)."""
     table = read_predictions(uri)
     entries = []
     for t in tests:
@@ -83,5 +115,5 @@ def score_run(uri: str, run: ModelRun, tests: list[TestSet], ks: list[int], boot
                   "scored": scores["images"]}
         labels = {"test": len([k for k in t.counts if k is not None]), **stats["labels"], "scored": scores["labels"]}
         entries.append({"model": run.label, "test_set": t.name, "images": images, "labels": labels,
-                        "unreadable_by_reason": unreadable, "metrics": scores})
+                        "unreadable_by_reason": unreadable, "metrics": scores, **breakdown_test(table, t.name, ks)})
     return entries

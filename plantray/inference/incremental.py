@@ -22,10 +22,13 @@ from plantray.storage import table as tbl
 _COMMIT_TRIES = 5
 
 
-def _done_keys(batch: pa.Table, columns: list[str], sha: str, run_id: str, full: bool, since_ms: int | None,
-               retry_failed: bool) -> pa.Table:
+def _done_keys(batch: pa.Table, columns: list[str], sha: str, run_id: str | None, full: bool,
+               since_ms: int | None, retry_failed: bool) -> pa.Table:
     # This run's own committed rows (a resumed run) are done whatever the flags: each chunk commits once.
-    mine = pc.equal(batch.column(RUN_ID), run_id)
+    if run_id is None:
+        mine = pa.repeat(False, batch.num_rows)
+    else:
+        mine = pc.fill_null(pc.equal(batch.column(RUN_ID), run_id), False)
     if full:
         keep = mine
     else:
@@ -39,8 +42,9 @@ def _done_keys(batch: pa.Table, columns: list[str], sha: str, run_id: str, full:
     return pa.table({tbl.KEY: tbl.key_array(batch, columns)})
 
 
-def todo(ds: ray.data.Dataset, snap: tbl.Snapshot, columns: list[str], sha: str, run_id: str, full: bool = False,
-         since: dt.datetime | None = None, retry_failed: bool = True, join_partitions: int = 16) -> ray.data.Dataset:
+def todo(ds: ray.data.Dataset, snap: tbl.Snapshot, columns: list[str], sha: str, run_id: str | None,
+         full: bool = False, since: dt.datetime | None = None, retry_failed: bool = True,
+         join_partitions: int = 16) -> ray.data.Dataset:
     """Input rows (with ``_key``) not yet predicted: a distributed left-anti join, materialised.
 
     Args:
@@ -48,7 +52,7 @@ def todo(ds: ray.data.Dataset, snap: tbl.Snapshot, columns: list[str], sha: str,
         snap: the table version the run plans against.
         columns: the key columns.
         sha: the model's weights SHA-256: rows committed by another model are not done.
-        run_id: rows this run already committed (before a crash) are done.
+        run_id: rows this run already committed (before a crash) are done (None: no run's rows are done as such).
         full: only this run's own rows are done.
         since: rows committed before this time are not done.
         retry_failed: rows committed with an error are not done.
@@ -86,10 +90,12 @@ def _overlap(uri: str, staged: list[str], theirs: list[str], columns: list[str],
     return mine.count(), mine.join(other, "left_semi", num_partitions=join_partitions, on=(tbl.KEY,)).count()
 
 
-def _newcomers(uri: str, now, since_version: int, run_id: str, sha: str) -> list[dict]:
-    """Chunk commits of other runs with the same model after ``since_version``."""
+def _newcomers(uri: str, now, since_version: int, run_id: str, attempt: str, sha: str) -> list[dict]:
+    """Chunk commits with the same model after ``since_version`` by other runs, or by another attempt of this
+    run id (two same-day re-runs that picked the same next run id: their chunks may split keys differently)."""
     recent = delta.commits_after(now, uri, since_version)
-    return [c for c in recent if c.get("run_id") not in (None, run_id) and c.get("model_sha256") == sha]
+    return [c for c in recent if c.get("run_id") is not None and (c["run_id"], c.get("attempt")) != (run_id, attempt)
+            and c.get("model_sha256") == sha]
 
 
 def commit_chunk(uri: str, planned: int, files: list[str], schema: pa.Schema, meta: dict,
@@ -101,7 +107,7 @@ def commit_chunk(uri: str, planned: int, files: list[str], schema: pa.Schema, me
         planned: the version the run computed its to-do rows against (-1: no table yet).
         files: the chunk's data files, relative to the table.
         schema: their schema (creates the table when it does not exist yet).
-        meta: the commit's metadata: ``run_id``, ``chunk``, ``model_sha256``, ``key``, counts.
+        meta: the commit's metadata: ``run_id``, ``attempt``, ``chunk``, ``model_sha256``, ``key``, counts.
         join_partitions: hash partitions of the overlap check.
     Returns:
         ("committed", version) or ("noop", version that already covers the chunk).
@@ -119,7 +125,7 @@ def commit_chunk(uri: str, planned: int, files: list[str], schema: pa.Schema, me
             continue
         if (done := now.transaction_version(run_id)) is not None and done >= chunk:
             return "noop", now.version()  # another invocation of this run id committed the chunk
-        if others := _newcomers(uri, now, planned, run_id, meta["model_sha256"]):
+        if others := _newcomers(uri, now, planned, run_id, meta.get("attempt"), meta["model_sha256"]):
             theirs = [f for c in others for f in delta.added_files(uri, c["version"])]
             rows, shared = _overlap(uri, files, theirs, meta["key"], join_partitions)
             if rows and shared == rows:

@@ -9,7 +9,7 @@ import json
 from plantray import storage
 
 METRICS_JSONL, METRICS_CSV, CURVE_PNG = "metrics.jsonl", "metrics.csv", "training_curve.png"
-CSV_COLUMNS = ("epoch", "loss", "accuracy", "val_accuracy", "lr", "images", "skipped_unreadable",
+CSV_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "images", "skipped_unreadable",
                "images_per_second", "seconds", "restored_epoch", "workers")
 
 
@@ -17,6 +17,8 @@ def format_epoch(m: dict, epochs: int) -> str:
     """The driver's one progress line for an epoch's metrics."""
     line = (f"epoch {m['epoch']}/{epochs}  loss {m['loss']:.4f}  acc {m['accuracy']:.3f}  "
             f"{m['images_per_second']:.1f} images/s")
+    if "val_loss" in m:
+        line += f"  val_loss {m['val_loss']:.4f}"
     if "val_accuracy" in m:
         line += f"  val_acc {m['val_accuracy']:.3f}"
     if m.get("skipped_unreadable"):
@@ -36,27 +38,36 @@ def write_metrics(uri: str, history: list[dict]) -> None:
 
 
 def plot_curve(uri: str, history: list[dict], title: str = "") -> None:
-    """Draws loss and accuracy per epoch to ``training_curve.png`` under directory ``uri``.
+    """Draws loss and accuracy per epoch to ``training_curve.png`` under directory ``uri``: training figures,
+    and validation loss and accuracy when the run had ``--val``.
 
     Args:
         uri: the model directory.
-        history: per-epoch metric dicts (``epoch``, ``loss``, ``accuracy``, optional ``val_accuracy``).
+        history: per-epoch metric dicts (``epoch``, ``loss``, ``accuracy``, optional ``val_loss`` and
+            ``val_accuracy``).
         title: figure title (the run name).
     """
     import matplotlib
 
     matplotlib.use("Agg")  # no display on cluster nodes
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [m["epoch"] for m in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [m["loss"] for m in history], marker="o")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
-    ax_acc.plot(epochs, [m["accuracy"] for m in history], marker="o", label="train (augmented)")
-    if any("val_accuracy" in m for m in history):
-        ax_acc.plot(epochs, [m.get("val_accuracy") for m in history], marker="s", label="validation")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy", ylim=(0, 1))
-    ax_acc.legend()
+    # Training figures are taken on augmented crops while the weights change during the epoch (and with
+    # --class-balance the loss is re-weighted); validation ones on the evaluation crops after the epoch.
+    for ax, key, name in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "accuracy", "top-1 accuracy")):
+        if any(f"val_{key}" in m for m in history):  # open squares, dashed: a training line on top stays visible
+            ax.plot(epochs, [m.get(f"val_{key}", float("nan")) for m in history], "s--", ms=9, mfc="none",
+                    color="tab:orange", label="validation (--val, after the epoch)")
+        ax.plot(epochs, [m[key] for m in history], "o-", ms=5, color="tab:blue",
+                label="training (augmented, during the epoch)")
+        ax.set(xlabel="epoch", ylabel=name, title=name.split()[-1])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.legend(fontsize=8)
+    ax_loss.set_ylim(bottom=0)
+    ax_acc.set_ylim(0, 1)
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -1,9 +1,12 @@
 """The jobs on a real multi-node Ray cluster (head + worker as separate processes), submitted through the Jobs
 API with the repository as working_dir, reading and writing the tests' S3 server: ``jobs/classify.py`` end to
-end, and ``jobs/nightly.py`` surviving the loss of the worker node mid-run without losing or duplicating rows."""
+end, ``jobs/nightly.py`` submitted twice on one day with more images the second time, and ``jobs/nightly.py``
+surviving the loss of the worker node mid-run without losing or duplicating rows."""
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
 import os
 import time
 
@@ -73,6 +76,39 @@ def test_classify_job_on_two_nodes(cluster, s3, tmp_path):
     assert rows.column("error").null_count == rows.num_rows
 
 
+def _delta_options() -> dict[str, str]:
+    """delta-rs storage options for the tests' S3 server (written here, not taken from plantray)."""
+    return {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def test_nightly_job_rerun_same_day(cluster, s3, tmp_path):
+    """Issue 21 through the Jobs API: 20 images, then the same 20 plus 10 new ones, both without --run-id."""
+    names = _upload(s3, tmp_path, "rr", 30)  # 30 images and manifest.parquet naming all of them
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"image_uri": names[:20], "gbifID": [str(5000 + i) for i in range(20)]}), buf)
+    s3.pipe(f"{BUCKET}/rr/first20.parquet", buf.getvalue().to_pybytes())
+    model, table = _model(s3, tmp_path, "rr-model"), f"s3://{BUCKET}/rr-table"
+    logs = []
+    for manifest in ("first20.parquet", "manifest.parquet"):
+        client, job_id = _submit(cluster, f"python jobs/nightly.py --model {model} --input s3://{BUCKET}/rr/{manifest}"
+                                          f" --table {table} --batch-size 4 --decode-batch-size 4")
+        assert wait_for_job(client, job_id) == JobStatus.SUCCEEDED, f"{client.get_job_logs(job_id)}\n{cluster.logs()}"
+        logs.append(client.get_job_logs(job_id))
+    rows = deltalake.DeltaTable(table, storage_options=_delta_options()).to_pyarrow_table()
+    keys = list(zip(rows.column("gbifID").to_pylist(), rows.column("image_uri").to_pylist()))
+    assert len(keys) == len(set(keys)) == 30  # every key once
+    assert set(keys) == {(str(5000 + i), name) for i, name in enumerate(names)}
+    runs = collections.Counter(rows.column("run_id").to_pylist())
+    base = min(runs)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert base in {f"nightly-{d:%Y-%m-%d}" for d in (now - dt.timedelta(days=1), now)}
+    assert runs == {base: 20, f"{base}.2": 10}  # two runs: the first 20, then the 10 new images
+    assert sorted(p.rsplit("/", 1)[-1] for p in s3.ls(f"{BUCKET}/rr-table/_runs")) == [base, f"{base}.2"]
+    assert f"run {base} already completed; 10 input rows are new for model" in logs[1], logs[1]
+    assert f"-> run {base}.2" in logs[1]
+
+
 def _worker_busy(cluster: RayCluster) -> bool:
     """Whether a model actor (Predictor) is alive on the worker node."""
     from ray.util.state import list_actors
@@ -102,9 +138,7 @@ def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
     status = wait_for_job(client, job_id)
     assert status == JobStatus.SUCCEEDED, f"{client.get_job_logs(job_id)}\n{cluster.logs()}"
     # The committed table, read by delta-rs itself (nothing of plantray's reading code).
-    options = {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true",
-               "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    rows = deltalake.DeltaTable(table, storage_options=options).to_pyarrow_table()
+    rows = deltalake.DeltaTable(table, storage_options=_delta_options()).to_pyarrow_table()
     assert set(rows.column("run_id").to_pylist()) == {"night1"}
     keys = list(zip(rows.column("gbifID").to_pylist(), rows.column("image_uri").to_pylist()))
     assert len(keys) == len(set(keys)) == n  # none missing, none duplicated
