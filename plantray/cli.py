@@ -29,6 +29,7 @@ COMMANDS = {
     "export dwca": ("export", "export predictions as a Darwin Core Archive (Identification History)"),
     "labels match": ("labels", "fill labels' taxonID, accepted name, genus and family from a checklist (GBIF "
                      "Backbone Taxon.tsv)"),
+    "review build": ("review_build", "a static review site where a person accepts, corrects or rejects predictions"),
     "quickstart": ("quickstart", "synthesise, train, evaluate and classify end to end on embedded defaults"),
 }
 
