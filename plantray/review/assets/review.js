@@ -402,7 +402,9 @@
     var hint = el("span", "hint muted");
     input.addEventListener("input", function () {
       var v = input.value.trim();
-      hint.textContent = v && labels.length && !labelSet.has(v) ? "not in the model's labels" : "";
+      var lower = v.toLowerCase();
+      var known = labelSet.has(v) || labels.some(function (n) { return n.toLowerCase().indexOf(lower) === 0; });
+      hint.textContent = v && labels.length && !known ? "not in the model's labels (review apply needs a checklist for it)" : "";
     });
     correct.appendChild(input);
     correct.appendChild(hint);
@@ -507,6 +509,7 @@
     if (!(card.ids.length === 1 && card.ids[0] === card.key)) d.ids = card.ids.slice();
     undoStack.push({key: card.key, before: before});
     store.set(card.key, d);
+    alertBox(null, "accept");
     repaint(card.key);
     if (node) node.querySelector(".correct").hidden = true;
     advance();
@@ -767,6 +770,7 @@
     $("export").addEventListener("click", exportDecisions);
     $("import").addEventListener("change", function (e) { if (e.target.files[0]) importDecisions(e.target.files[0]); e.target.value = ""; });
     $("help-toggle").addEventListener("click", function () { toggleHelp(); });
+    $("help-close").addEventListener("click", function () { toggleHelp(false); });
     document.addEventListener("keydown", onKey);
     window.addEventListener("storage", function (e) { var key = store.onStorage(e); if (key) repaint(key); });
     window.addEventListener("beforeunload", function (e) {
