@@ -22,6 +22,7 @@ from plantray.review.site import SiteWriter
 
 log = logging.getLogger(__name__)
 _PARTITIONS = 8  # hash partitions of the occurrence join and the per-species sample (each a small table)
+_THUMB_ROWS = 32  # cards per thumbnail task (~0.3 s of decoding): many tasks in parallel, small blocks
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,11 @@ def write_site(p: Predictions, plan: Plan, writer: SiteWriter) -> None:
     """
     from plantray.review.thumbnails import add_thumbnails
 
-    ds = card_rows(p, plan).map_batches(add_thumbnails, fn_args=(plan.thumb_size, plan.load), batch_size=16,
-                                        batch_format="pyarrow", num_cpus=1)
+    # Small blocks before the thumbnails: the sort leaves as many blocks as files were read (each maybe 100,000
+    # cards), which would make one long thumbnail task each and hand the driver blocks of 100 MB of pictures.
+    ds = card_rows(p, plan).repartition(target_num_rows_per_block=_THUMB_ROWS)
+    ds = ds.map_batches(add_thumbnails, fn_args=(plan.thumb_size, plan.load), batch_size=16, batch_format="pyarrow",
+                        num_cpus=1)
     with _in_order():
         for batch in ds.iter_batches(batch_size=plan.page_rows, batch_format="pyarrow", prefetch_batches=1):
             writer.add(batch)
