@@ -44,8 +44,16 @@ def _js(call: str, *args) -> bytes:
 
 def site_key(predictions: str, out: str) -> str:
     """The key of a site's decisions in the browser's storage: the same predictions reviewed in the same DIR
-    keep their decisions across rebuilds; other sites opened from the same disk never share them."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"plantray-review\n{predictions}\n{out}"))
+    keep their decisions across rebuilds; other sites opened from the same disk never share them.
+
+    Args:
+        predictions: PREDICTIONS, out: DIR (local paths are made absolute, so ``review/`` and its absolute
+            spelling are one site).
+    Returns:
+        16 hex digits.
+    """
+    where = [storage.get_fs(u)[1] if storage.scheme(u) == "file" else u for u in (predictions, out)]
+    return uuid.uuid5(uuid.NAMESPACE_URL, "plantray-review\n" + "\n".join(where)).hex[:16]
 
 
 def prepare(out: str, overwrite: bool, predictions: str, started: str) -> None:

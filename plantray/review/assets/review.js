@@ -70,8 +70,24 @@
 
   // ---------------------------------------------------------------- decisions store
 
+  // Stored compactly (one origin holds ~5 million characters for every file:// site): ~140 per decision.
+  function pack(d) {
+    var o = {d: d.decision, n: d.scientificName || undefined, by: d.identifiedBy, at: d.dateIdentified,
+             r: d.remarks || undefined, ids: d.ids};
+    return JSON.stringify(o);
+  }
+
+  function unpack(text) {
+    var o = JSON.parse(text);
+    if (!o || DECISIONS.indexOf(o.d) < 0) return null;
+    var d = {decision: o.d, scientificName: o.n || "", identifiedBy: o.by || "", dateIdentified: o.at || "",
+             remarks: o.r || ""};
+    if (Array.isArray(o.ids)) d.ids = o.ids;
+    return d;
+  }
+
   function Store(siteKey) {
-    this.prefix = "plantray-review:v1:" + siteKey + ":";
+    this.prefix = "plantray-review:" + siteKey + ":";
     this.decisions = new Map();
     this.unsaved = new Set();
     this.ok = true;
@@ -82,8 +98,10 @@
       for (var i = 0; i < localStorage.length; i++) {
         var k = localStorage.key(i);
         if (k && k.indexOf(this.prefix + "d:") === 0) {
-          try { this.decisions.set(k.slice(this.prefix.length + 2), JSON.parse(localStorage.getItem(k))); }
-          catch (e) { /* a value another program wrote: not ours */ }
+          try {
+            var d = unpack(localStorage.getItem(k));
+            if (d) this.decisions.set(k.slice(this.prefix.length + 2), d);
+          } catch (e) { /* a value another program wrote: not ours */ }
         }
       }
     } catch (e) {
@@ -99,7 +117,7 @@
     if (decision) this.decisions.set(key, decision); else this.decisions.delete(key);
     try {
       if (!this.ok) throw new Error("storage unavailable");
-      if (decision) localStorage.setItem(this.prefix + "d:" + key, JSON.stringify(decision));
+      if (decision) localStorage.setItem(this.prefix + "d:" + key, pack(decision));
       else localStorage.removeItem(this.prefix + "d:" + key);
       this.unsaved.delete(key);
     } catch (e) {
@@ -118,12 +136,14 @@
     if (!event.key || event.key.indexOf(this.prefix + "d:") !== 0) return null;
     var key = event.key.slice(this.prefix.length + 2);
     if (event.newValue === null) this.decisions.delete(key);
-    else { try { this.decisions.set(key, JSON.parse(event.newValue)); } catch (e) { return null; } }
+    else {
+      try { var d = unpack(event.newValue); if (d) this.decisions.set(key, d); } catch (e) { return null; }
+    }
     return key;
   };
 
   Store.prototype.setting = function (name, value) {
-    var k = "plantray-review:v1:" + name;
+    var k = "plantray-review:" + name;
     try {
       if (value === undefined) return localStorage.getItem(k);
       localStorage.setItem(k, value);
@@ -479,7 +499,12 @@
     var done = 0;
     store.decisions.forEach(function (d, key) { if (byKey.has(key)) done += 1; });
     var total = site ? site.cards : 0;
-    $("progress-text").textContent = "Reviewed " + done.toLocaleString() + " / " + total.toLocaleString();
+    var text = "Reviewed " + done.toLocaleString() + " / " + total.toLocaleString();
+    var others = store.decisions.size - done;
+    if (pagesLoaded >= (site ? site.pages : 0) && others > 0) {
+      text += " (+" + others.toLocaleString() + " kept from an earlier build, exported too)";
+    }
+    $("progress-text").textContent = text;
     $("progress").max = Math.max(1, total);
     $("progress").value = done;
   }
