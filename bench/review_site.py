@@ -132,22 +132,33 @@ def build(predictions: str, site: str, labels: str) -> dict:
             "driver_peak_anon_mib": round(anon / 1024), "summary": stdout.strip()}
 
 
-def first_page(site: str, runs: int = 3) -> list[float]:
-    """Seconds from navigation to the first card in headless Chromium (a fresh page each run)."""
+def first_page(site: str, runs: int = 5) -> dict:
+    """Seconds from navigation to the first card with its picture, and to every card loaded, in headless
+    Chromium (a fresh page each run), beside the same browser's time to show a one-line page."""
     from playwright.sync_api import sync_playwright
 
-    times = []
+    blank = os.path.join(os.path.abspath(site), "_blank.html")
+    with open(blank, "w") as f:
+        f.write("<!DOCTYPE html><p id=x>x</p>")
+    out = {"first_card_seconds": [], "all_cards_seconds": [], "one_line_page_seconds": []}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for _ in range(runs):
             page = browser.new_page()
             start = time.perf_counter()
-            page.goto("file://" + os.path.join(os.path.abspath(site), "index.html"))
-            page.wait_for_selector("#cards article.card")
-            times.append(round(time.perf_counter() - start, 3))
+            page.goto("file://" + blank, wait_until="commit")
+            page.wait_for_selector("#x")
+            out["one_line_page_seconds"].append(round(time.perf_counter() - start, 3))
+            start = time.perf_counter()
+            page.goto("file://" + os.path.join(os.path.abspath(site), "index.html"), wait_until="commit")
+            page.wait_for_selector("#cards article.card img")
+            out["first_card_seconds"].append(round(time.perf_counter() - start, 3))
+            page.wait_for_function("() => document.getElementById('status').textContent === ''", timeout=600_000)
+            out["all_cards_seconds"].append(round(time.perf_counter() - start, 3))
             page.close()
         browser.close()
-    return times
+    os.remove(blank)
+    return out
 
 
 def main() -> None:
@@ -164,7 +175,7 @@ def main() -> None:
     site = os.path.join(work, "site")
     result = {"rows": args.rows, "images": len(paths),
               **build(predictions, site, os.path.join(work, "images", "labels.csv"))}
-    result["first_card_seconds"] = first_page(site)
+    result.update(first_page(site))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"review_site_{args.rows}.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -186,7 +186,11 @@
       refreshView(false);
     }
     updateStatus();
-    if (pagesLoaded < site.pages) setTimeout(loadNextPage, 0);
+    if (pagesLoaded >= site.pages) return;
+    // The other files load once the page has loaded with its first one: a script added before the load event
+    // would hold that event (and the browser's "loading" state) until the last card file arrived.
+    if (document.readyState === "complete") setTimeout(loadNextPage, 0);
+    else window.addEventListener("load", function () { setTimeout(loadNextPage, 0); }, {once: true});
   }
 
   function updateStatus() {
