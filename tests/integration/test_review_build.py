@@ -6,7 +6,9 @@ The site's data files are read back as JSON here; the page itself is tested in a
 from __future__ import annotations
 
 import collections
+import json
 import os
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -154,3 +156,22 @@ def test_rebuild_needs_overwrite_and_removes_only_its_own_files(ray_session, mix
     write(str(out / "thumbs" / "keep-me-not.txt"), b"x")  # inside the site's own folder: goes with it
     build(preds, str(out), "--limit", "5", "--overwrite")
     assert len(read_pages(str(out))) == 5 and not os.path.exists(out / "thumbs" / "keep-me-not.txt")
+
+
+
+def test_site_on_object_storage(ray_session, s3, mixed):
+    root, rows, preds = mixed
+    out = "s3://plantray-test/review-site"
+    assert main(["review", "build", preds, "--out", out, "--image-base", str(root), "--limit", "4"]) == 0
+    for name in ("index.html", "review.js", "review.css", "data/site.js", "data/labels.js"):
+        assert s3.exists(f"plantray-test/review-site/{name}")
+    text = s3.cat("plantray-test/review-site/data/page-000000.js").decode("ascii")
+    cards = json.loads(re.fullmatch(r"PlantrayReview\.page\(0,(.*)\);\n", text, re.S).group(1))
+    assert len(cards) == 4
+    for card in cards:
+        image = card["images"][0]
+        assert "link" not in image or not image["link"]  # local images: no link from a site in a bucket
+        if "thumb" in image:
+            assert s3.exists(f"plantray-test/review-site/{image['thumb']}")
+        else:
+            assert image["thumbError"] == "not found"
