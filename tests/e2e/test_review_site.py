@@ -14,12 +14,17 @@ import functools
 import http.server
 import io
 import os
+import subprocess
+import sys
 import threading
+import time
 from urllib.parse import quote
 
 import pytest
+import requests
 
 from plantray.cli import main
+from tests.conftest import free_port
 from tests.helpers import SPECIES, jpeg_bytes, write
 from tests.review_data import CHROMIUM, CHROMIUM_ARGS, classified, prediction_row, read_rows, write_predictions
 
@@ -343,3 +348,50 @@ def test_a_decisions_file_imports_and_exports_unchanged(browser, tmp_path):
         page.click("#export")
     table = list(csv.reader(io.StringIO(open(download.value.path(), encoding="utf-8").read(), newline="")))
     assert table[0] == HEADER and sorted(table[1:]) == sorted(decisions[1:])
+
+
+def test_review_serve_writes_the_decisions_file_as_the_reviewer_works(browser, site, predictions):
+    port = free_port()
+    decisions = os.path.join(site, "decisions.csv")
+    server = subprocess.Popen([sys.executable, "-m", "plantray", "review", "serve", site, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # bounded wait until the server answers
+            try:
+                requests.get(f"http://127.0.0.1:{port}/_plantray/serve", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, server.stderr.read()
+                time.sleep(0.2)
+        # Another page cannot write the file: no custom header without a CORS preflight it never gets
+        refused = requests.put(f"http://127.0.0.1:{port}/_plantray/decisions", data=",".join(HEADER) + "\n")
+        assert refused.status_code == 403 and not os.path.exists(decisions)
+        rows = read_rows(predictions["predictions"])
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("n => document.getElementById('matching').textContent.startsWith(n + ' of ' + n)",
+                               arg=str(len(rows)))
+        page.wait_for_function("() => document.getElementById('server-state').textContent.includes('decisions.csv')")
+        page.fill("#reviewer", "Grace")
+        page.press("#reviewer", "Enter")
+        keys = [c["key"] for c in dom_cards(page)]
+        page.keyboard.press("r")
+        page.keyboard.press("n")
+
+        def written() -> list[list[str]]:
+            if not os.path.exists(decisions):
+                return []
+            return list(csv.reader(io.StringIO(open(decisions, encoding="utf-8").read(), newline="")))
+
+        deadline = time.monotonic() + 30
+        while len(written()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        table = written()
+        assert table[0] == HEADER
+        assert sorted((r[0], r[1], r[3]) for r in table[1:]) == sorted(
+            [(keys[0], "rejected", "Grace"), (keys[1], "not a plant", "Grace")])
+        page.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -124,6 +124,7 @@
       this.unsaved.add(key);
     }
     this.warnUnsaved();
+    scheduleSave();
   };
 
   Store.prototype.warnUnsaved = function () {
@@ -771,6 +772,51 @@
     reader.readAsText(file, "utf-8");
   }
 
+  // ---------------------------------------------------------------- plantray review serve
+
+  // Served by `plantray review serve`: the decisions file is written on the server after every change.
+  var server = {on: false, path: "", timer: null, busy: false, again: false};
+
+  function detectServer() {
+    if (!/^https?:$/.test(location.protocol) || !window.fetch) return;  // file:// or no fetch: the static site
+    fetch("_plantray/serve", {cache: "no-store"})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (info) {
+        if (!info || typeof info.decisions !== "string") return;
+        server.on = true;
+        server.path = info.decisions;
+        $("server-state").textContent = "Writing " + info.decisions;
+        pushDecisions();
+      })
+      .catch(function () { /* a static host: nothing to write to */ });
+  }
+
+  function scheduleSave() {
+    if (!server.on) return;
+    clearTimeout(server.timer);
+    server.timer = setTimeout(pushDecisions, 300);
+  }
+
+  function pushDecisions() {
+    if (server.busy) { server.again = true; return; }
+    server.busy = true;
+    fetch("_plantray/decisions", {method: "PUT", body: decisionsCsv().text,
+                                  headers: {"Content-Type": "text/csv; charset=utf-8", "X-Plantray-Review": "1"}})
+      .then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        alertBox(null, "server");
+        $("server-state").textContent = "Saved to " + server.path + " at " + new Date().toLocaleTimeString();
+      })
+      .catch(function (e) {
+        alertBox("The server did not write the decisions file (" + e.message + "). Your decisions are still " +
+                 "saved in this browser; use Export decisions.", "server");
+      })
+      .then(function () {
+        server.busy = false;
+        if (server.again) { server.again = false; pushDecisions(); }
+      });
+  }
+
   // ---------------------------------------------------------------- start
 
   function wire() {
@@ -835,6 +881,7 @@
       $("build-info").textContent = describeBuild();
       fillSpecies();
       wire();
+      detectServer();
       updateProgress();
       if (site.pages === 0) { render(true); return; }
       status("Loading cards…");
