@@ -27,6 +27,7 @@
   var page = 0;
   var focusKey = null;
   var undoStack = [];
+  var refreshTimer = null;
   var store = null;
 
   // ---------------------------------------------------------------- helpers
@@ -183,8 +184,11 @@
     if (pagesLoaded === 1) {
       loadScript("data/labels.js");
       render(true);
-    } else {
+    } else if (pagesLoaded === site.pages) {
+      clearTimeout(refreshTimer);
       refreshView(false);
+    } else if (!refreshTimer) {  // while files arrive, the view is recomputed at most every half second
+      refreshTimer = setTimeout(function () { refreshTimer = null; refreshView(false); }, 500);
     }
     updateStatus();
     if (pagesLoaded >= site.pages) return;
@@ -226,6 +230,10 @@
     return true;
   }
 
+  function agreementRank(card) {
+    return Object.prototype.hasOwnProperty.call(AGREEMENT_RANK, card.agreement) ? AGREEMENT_RANK[card.agreement] : 3;
+  }
+
   function compare(f) {
     var conf = function (c) { return typeof c.confidence === "number" ? c.confidence : -1; };
     var last = function (c) { return c.kind === "errors" ? 1 : 0; };
@@ -236,9 +244,7 @@
         return last(a) - last(b) || (a.name || "\uffff").localeCompare(b.name || "\uffff") || conf(a) - conf(b) || a.n - b.n;
       };
       case "agreement": return function (a, b) {
-        var ra = a.agreement in AGREEMENT_RANK ? AGREEMENT_RANK[a.agreement] : 3;
-        var rb = b.agreement in AGREEMENT_RANK ? AGREEMENT_RANK[b.agreement] : 3;
-        return last(a) - last(b) || ra - rb || conf(a) - conf(b) || a.n - b.n;
+        return last(a) - last(b) || agreementRank(a) - agreementRank(b) || conf(a) - conf(b) || a.n - b.n;
       };
       default: return null;  // the build's review order: positions as loaded
     }
