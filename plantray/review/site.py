@@ -37,8 +37,10 @@ OWN = (*ASSETS, DATA, THUMB_DIR, RUN_RECORD, MARKER)  # everything a build write
 
 
 def _js(call: str, *args) -> bytes:
-    """``PlantrayReview.<call>(<args as JSON>);`` as ASCII bytes."""
+    """``PlantrayReview.<call>(<args as JSON>);`` as ASCII bytes, with ``<``, ``>`` and ``&`` escaped too (the
+    same text stays inert even if someone pastes it into an HTML page)."""
     body = ",".join(json.dumps(a, ensure_ascii=True, separators=(",", ":")) for a in args)
+    body = body.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f"PlantrayReview.{call}({body});\n".encode("ascii")
 
 
