@@ -2,7 +2,7 @@
 
 Layout of DIR (opens from the file system or any static host; nothing is fetched from the network)::
 
-    DIR/index.html, review.js, review.css   the page (package data of plantray.review, copied)
+    DIR/index.html, decisions.js, review.js, review.css   the page (package data of plantray.review, copied)
     DIR/data/page-000000.js ...              cards, one file of ``page_rows`` cards each, in review order
     DIR/data/labels.js                       the names the correction field completes from
     DIR/data/site.js                         what the page needs first (totals, page count): written last,
@@ -30,7 +30,7 @@ from plantray.config import ConfigError
 from plantray.review.predictions import RUN_RECORD
 from plantray.review.thumbnails import THUMB_ERRORS, THUMBS
 
-ASSETS = ("index.html", "review.js", "review.css")
+ASSETS = ("index.html", "decisions.js", "review.js", "review.css")
 DATA, THUMB_DIR = "data", "thumbs"
 MARKER = "_plantray_review.json"
 OWN = (*ASSETS, DATA, THUMB_DIR, RUN_RECORD, MARKER)  # everything a build writes (what --overwrite removes)

@@ -301,7 +301,7 @@ def test_hostile_strings_stay_text_and_only_safe_links_open(browser, tmp_path, h
     assert first["rights"] == [f"{HOSTILE['link']} · © {HOSTILE['close']}"]
     # Only our own scripts and thumbnails; links only to http(s), s3 and relative paths
     scripts = page.evaluate("() => Array.from(document.scripts).map(s => s.getAttribute('src'))")
-    assert all(s == "review.js" or s.startswith("data/") for s in scripts)
+    assert all(s in ("decisions.js", "review.js") or s.startswith("data/") for s in scripts)
     sources = page.evaluate("() => Array.from(document.images).map(i => i.getAttribute('src'))")
     assert sources and all(s.startswith("thumbs/") for s in sources)
     links = page.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))")

@@ -163,7 +163,7 @@ def test_site_on_object_storage(ray_session, s3, mixed):
     root, rows, preds = mixed
     out = "s3://plantray-test/review-site"
     assert main(["review", "build", preds, "--out", out, "--image-base", str(root), "--limit", "4"]) == 0
-    for name in ("index.html", "review.js", "review.css", "data/site.js", "data/labels.js"):
+    for name in ("index.html", "decisions.js", "review.js", "review.css", "data/site.js", "data/labels.js"):
         assert s3.exists(f"plantray-test/review-site/{name}")
     text = s3.cat("plantray-test/review-site/data/page-000000.js").decode("ascii")
     cards = json.loads(re.fullmatch(r"PlantrayReview\.page\(0,(.*)\);\n", text, re.S).group(1))

@@ -50,7 +50,7 @@ def test_pages_are_ascii_javascript_holding_the_cards_exactly(tmp_path):
 
 def test_assets_are_copied(tmp_path):
     write_assets(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["index.html", "review.css", "review.js"]
+    assert sorted(os.listdir(tmp_path)) == ["decisions.js", "index.html", "review.css", "review.js"]
     html = (tmp_path / "index.html").read_text()
     assert 'src="data/site.js"' in html and "Content-Security-Policy" in html and "http" not in html.split(
         "Content-Security-Policy")[1].split(">")[0]  # nothing from the network

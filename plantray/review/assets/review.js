@@ -1,19 +1,16 @@
-/* plantray review page: cards from data/page-*.js, decisions in localStorage, a decisions CSV out.
+/* plantray review page: cards from data/page-*.js, filters, keyboard decisions (kept by decisions.js).
  *
  * Rules this file keeps:
  * - Every string from the predictions is shown with textContent (or as an attribute value), never parsed
  *   as HTML; a link is made only for http(s), s3 and relative URLs (never javascript:, data: ...).
  * - Data files are <script> tags (fetch() of local files is refused by browsers); the first one is shown
  *   as soon as it has loaded, the others load behind it.
- * - A decision is written to localStorage the moment it is made, one key per card (two tabs never
- *   overwrite each other's work); a failed write is said on the page, never swallowed.
  */
 (function () {
   "use strict";
 
-  var DECISIONS = ["accepted", "corrected", "rejected", "not a plant", "unsure"];
-  var HEADER = ["identificationID", "decision", "scientificName", "identifiedBy", "dateIdentified",
-                "identificationRemarks"];
+  var D = window.PlantrayDecisions;  // decisions.js
+  var DECISIONS = D.DECISIONS, HEADER = D.HEADER;
   var AGREEMENT_RANK = {"different": 0, "same genus": 1, "no publisher name": 2, "same species": 4};
 
   var site = null;          // data/site.js
@@ -28,7 +25,8 @@
   var focusKey = null;
   var undoStack = [];
   var refreshTimer = null;
-  var store = null;
+  var store = null;         // D.Store: the decisions
+  var server = null;        // D.Server: plantray review serve, when it serves the page
 
   // ---------------------------------------------------------------- helpers
 
@@ -68,90 +66,6 @@
   }
 
   function status(message) { $("status").textContent = message || ""; }
-
-  // ---------------------------------------------------------------- decisions store
-
-  // Stored compactly (one origin holds ~5 million characters for every file:// site): ~140 per decision.
-  function pack(d) {
-    var o = {d: d.decision, n: d.scientificName || undefined, by: d.identifiedBy, at: d.dateIdentified,
-             r: d.remarks || undefined, ids: d.ids};
-    return JSON.stringify(o);
-  }
-
-  function unpack(text) {
-    var o = JSON.parse(text);
-    if (!o || DECISIONS.indexOf(o.d) < 0) return null;
-    var d = {decision: o.d, scientificName: o.n || "", identifiedBy: o.by || "", dateIdentified: o.at || "",
-             remarks: o.r || ""};
-    if (Array.isArray(o.ids)) d.ids = o.ids;
-    return d;
-  }
-
-  function Store(siteKey) {
-    this.prefix = "plantray-review:" + siteKey + ":";
-    this.decisions = new Map();
-    this.unsaved = new Set();
-    this.ok = true;
-    try {
-      var probe = this.prefix + "probe";
-      localStorage.setItem(probe, "1");
-      localStorage.removeItem(probe);
-      for (var i = 0; i < localStorage.length; i++) {
-        var k = localStorage.key(i);
-        if (k && k.indexOf(this.prefix + "d:") === 0) {
-          try {
-            var d = unpack(localStorage.getItem(k));
-            if (d) this.decisions.set(k.slice(this.prefix.length + 2), d);
-          } catch (e) { /* a value another program wrote: not ours */ }
-        }
-      }
-    } catch (e) {
-      this.ok = false;
-      alertBox("This browser does not let the page save decisions (" + e.name + "). Decisions made now live only " +
-               "in this tab: export them before you close it.", "storage");
-    }
-  }
-
-  Store.prototype.get = function (key) { return this.decisions.get(key) || null; };
-
-  Store.prototype.set = function (key, decision) {
-    if (decision) this.decisions.set(key, decision); else this.decisions.delete(key);
-    try {
-      if (!this.ok) throw new Error("storage unavailable");
-      if (decision) localStorage.setItem(this.prefix + "d:" + key, pack(decision));
-      else localStorage.removeItem(this.prefix + "d:" + key);
-      this.unsaved.delete(key);
-    } catch (e) {
-      this.unsaved.add(key);
-    }
-    this.warnUnsaved();
-    scheduleSave();
-  };
-
-  Store.prototype.warnUnsaved = function () {
-    alertBox(this.unsaved.size ? this.unsaved.size + " decision(s) could not be saved in this browser (storage full " +
-             "or blocked). They live only in this tab: export the decisions now." : null, "unsaved");
-  };
-
-  // Another tab of the same site changed a decision.
-  Store.prototype.onStorage = function (event) {
-    if (!event.key || event.key.indexOf(this.prefix + "d:") !== 0) return null;
-    var key = event.key.slice(this.prefix.length + 2);
-    if (event.newValue === null) this.decisions.delete(key);
-    else {
-      try { var d = unpack(event.newValue); if (d) this.decisions.set(key, d); } catch (e) { return null; }
-    }
-    return key;
-  };
-
-  Store.prototype.setting = function (name, value) {
-    var k = "plantray-review:" + name;
-    try {
-      if (value === undefined) return localStorage.getItem(k);
-      localStorage.setItem(k, value);
-    } catch (e) { return null; }
-    return value;
-  };
 
   // ---------------------------------------------------------------- data loading
 
@@ -688,11 +602,6 @@
 
   // ---------------------------------------------------------------- export and import
 
-  function csvField(value) {
-    var s = value === undefined || value === null ? "" : String(value);
-    return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
-  }
-
   function decisionsCsv() {
     var rows = [];
     store.decisions.forEach(function (d, key) {
@@ -706,8 +615,7 @@
     });
     rows.sort(function (a, b) { return (a.order - b.order) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) ||
                                          (a.id < b.id ? -1 : a.id > b.id ? 1 : 0); });
-    var lines = [HEADER.join(",")].concat(rows.map(function (r) { return r.fields.map(csvField).join(","); }));
-    return {text: lines.join("\r\n") + "\r\n", rows: rows.length};
+    return {text: D.toCsv(rows.map(function (r) { return r.fields; })), rows: rows.length};
   }
 
   function exportDecisions() {
@@ -723,29 +631,6 @@
     status("Exported " + csv.rows + " decision row(s).");
   }
 
-  // RFC 4180: quoted fields may hold commas, doubled quotes and line breaks.
-  function parseCsv(text) {
-    var rows = [], row = [], field = "", i = 0, quoted = false;
-    text = text.replace(/^\ufeff/, "");
-    while (i < text.length) {
-      var ch = text[i];
-      if (quoted) {
-        if (ch === '"' && text[i + 1] === '"') { field += '"'; i += 2; continue; }
-        if (ch === '"') { quoted = false; i += 1; continue; }
-        field += ch; i += 1; continue;
-      }
-      if (ch === '"' && field === "") { quoted = true; i += 1; continue; }
-      if (ch === ",") { row.push(field); field = ""; i += 1; continue; }
-      if (ch === "\r" || ch === "\n") {
-        row.push(field); field = ""; rows.push(row); row = [];
-        i += ch === "\r" && text[i + 1] === "\n" ? 2 : 1; continue;
-      }
-      field += ch; i += 1;
-    }
-    if (field !== "" || row.length) { row.push(field); rows.push(row); }
-    return rows;
-  }
-
   function importDecisions(file) {
     if (pagesLoaded < site.pages) {
       alertBox("Wait until every card has loaded, then import again.", "import");
@@ -753,7 +638,7 @@
     }
     var reader = new FileReader();
     reader.onload = function () {
-      var rows = parseCsv(String(reader.result));
+      var rows = D.parseCsv(String(reader.result));
       if (!rows.length || rows[0].join(",") !== HEADER.join(",")) {
         alertBox("Not a decisions file: its first line must be " + HEADER.join(","), "import");
         return;
@@ -776,51 +661,6 @@
       updateProgress();
     };
     reader.readAsText(file, "utf-8");
-  }
-
-  // ---------------------------------------------------------------- plantray review serve
-
-  // Served by `plantray review serve`: the decisions file is written on the server after every change.
-  var server = {on: false, path: "", timer: null, busy: false, again: false};
-
-  function detectServer() {
-    if (!/^https?:$/.test(location.protocol) || !window.fetch) return;  // file:// or no fetch: the static site
-    fetch("_plantray/serve", {cache: "no-store"})
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (info) {
-        if (!info || typeof info.decisions !== "string") return;
-        server.on = true;
-        server.path = info.decisions;
-        $("server-state").textContent = "Writing " + info.decisions;
-        pushDecisions();
-      })
-      .catch(function () { /* a static host: nothing to write to */ });
-  }
-
-  function scheduleSave() {
-    if (!server.on) return;
-    clearTimeout(server.timer);
-    server.timer = setTimeout(pushDecisions, 300);
-  }
-
-  function pushDecisions() {
-    if (server.busy) { server.again = true; return; }
-    server.busy = true;
-    fetch("_plantray/decisions", {method: "PUT", body: decisionsCsv().text,
-                                  headers: {"Content-Type": "text/csv; charset=utf-8", "X-Plantray-Review": "1"}})
-      .then(function (r) {
-        if (!r.ok) throw new Error("HTTP " + r.status);
-        alertBox(null, "server");
-        $("server-state").textContent = "Saved to " + server.path + " at " + new Date().toLocaleTimeString();
-      })
-      .catch(function (e) {
-        alertBox("The server did not write the decisions file (" + e.message + "). Your decisions are still " +
-                 "saved in this browser; use Export decisions.", "server");
-      })
-      .then(function () {
-        server.busy = false;
-        if (server.again) { server.again = false; pushDecisions(); }
-      });
   }
 
   // ---------------------------------------------------------------- start
@@ -881,13 +721,16 @@
   window.PlantrayReview = {
     site: function (info) {
       site = info;
-      store = new Store(site.siteKey);
+      store = new D.Store(site.siteKey, alertBox);
+      server = new D.Server(function () { return decisionsCsv().text; },
+                            function (text) { $("server-state").textContent = text; }, alertBox);
+      store.onChange = function () { server.schedule(); };
       document.title = site.title;
       $("title").textContent = site.title;
       $("build-info").textContent = describeBuild();
       fillSpecies();
       wire();
-      detectServer();
+      server.detect();
       updateProgress();
       if (site.pages === 0) { render(true); return; }
       status("Loading cards…");
