@@ -65,4 +65,4 @@ def make_app(site: str, decisions: str) -> web.Application:
 def serve(site: str, decisions: str, host: str, port: int) -> None:
     """Serves until interrupted (Ctrl-C)."""
     print(f"review site: http://{host}:{port}/  (decisions written to {decisions}; Ctrl-C to stop)", flush=True)
-    web.run_app(make_app(site, decisions), host=host, port=port, print=None)
+    web.run_app(make_app(site, decisions), host=host, port=port, print=None, access_log=None)
