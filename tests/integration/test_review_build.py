@@ -175,3 +175,10 @@ def test_site_on_object_storage(ray_session, s3, mixed):
             assert s3.exists(f"plantray-test/review-site/{image['thumb']}")
         else:
             assert image["thumbError"] == "not found"
+
+
+def test_an_empty_selection_builds_an_empty_site(ray_session, mixed, tmp_path):
+    root, rows, preds = mixed
+    assert build(preds, str(tmp_path / "empty"), "--select", "species=Nothing", "--sample-per-species", "2") == []
+    site = (tmp_path / "empty" / "data" / "site.js").read_text()
+    assert '"cards":0' in site and '"pages":0' in site
