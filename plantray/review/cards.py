@@ -152,7 +152,7 @@ def _card_columns(table: pa.Table, options: CardOptions) -> dict[str, list]:
             "_sort1": [s[0] for s in sort], "_sort2": [s[1] for s in sort]}
 
 
-def _card_json(table: pa.Table, base: dict[str, list], options: CardOptions) -> list[dict]:
+def _card_json(table: pa.Table, base: dict[str, list]) -> list[dict]:
     """The page's view of each row (images and ids are added by the caller)."""
     get = {name: _column(table, name) for name in (
         col.TAXON_RANK, col.TOPK_NAMES, col.TOPK_CONFIDENCE, col.GENUS, col.FAMILY, col.TAXON_ID, col.ERROR,
@@ -195,7 +195,7 @@ def image_cards(table: pa.Table, options: CardOptions) -> pa.Table:
     """
     base = _card_columns(table, options)
     images = image_info(table, options)
-    cards = _card_json(table, base, options)
+    cards = _card_json(table, base)
     keys = [img.pop("id") for img in images]
     for card, key, img in zip(cards, keys, images):
         card.update(key=key, ids=[key] if key else [], images=[img])
@@ -215,7 +215,7 @@ def occurrence_cards(table: pa.Table, options: CardOptions) -> pa.Table:
             base["kind"][i] = ERRORS
             base["_species"][i] = species_group(ERRORS, None, "no image classified")
             base["_sort1"][i] = order_keys(ERRORS, None, None, None, options.order)[0]
-    cards = _card_json(table, base, options)
+    cards = _card_json(table, base)
     keys = [_text(k) for k in _column(table, options.occurrence_key)]
     # An occurrence output with identifications of its own is decided by them; else by its images' (joined later)
     own = [[i] if i else [] for i in (_text(v) for v in _column(table, "identificationID"))]
