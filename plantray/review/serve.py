@@ -19,10 +19,11 @@ from plantray import storage
 HEADER = "identificationID,decision,scientificName,identifiedBy,dateIdentified,identificationRemarks"
 TOKEN_HEADER = "X-Plantray-Review"
 MAX_BYTES = 256 * 1024**2  # a decisions file of ~2 million rows
+SITE, DECISIONS = web.AppKey("site", str), web.AppKey("decisions", str)
 
 
 async def _info(request: web.Request) -> web.Response:
-    return web.json_response({"decisions": request.app["decisions"]})
+    return web.json_response({"decisions": request.app[DECISIONS]})
 
 
 async def _put_decisions(request: web.Request) -> web.Response:
@@ -35,12 +36,12 @@ async def _put_decisions(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="the decisions file must be UTF-8") from None
     if text.split("\r\n", 1)[0].split("\n", 1)[0] != HEADER:
         raise web.HTTPBadRequest(text=f"the first line must be {HEADER}")
-    storage.write_bytes(request.app["decisions"], body)  # atomic: a reader sees the old file or the new one
-    return web.json_response({"decisions": request.app["decisions"], "bytes": len(body)})
+    storage.write_bytes(request.app[DECISIONS], body)  # atomic: a reader sees the old file or the new one
+    return web.json_response({"decisions": request.app[DECISIONS], "bytes": len(body)})
 
 
 async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(os.path.join(request.app["site"], "index.html"))
+    return web.FileResponse(os.path.join(request.app[SITE], "index.html"))
 
 
 def make_app(site: str, decisions: str) -> web.Application:
@@ -54,7 +55,7 @@ def make_app(site: str, decisions: str) -> web.Application:
         ``PUT _plantray/decisions``.
     """
     app = web.Application(client_max_size=MAX_BYTES)
-    app["site"], app["decisions"] = site, decisions
+    app[SITE], app[DECISIONS] = site, decisions
     app.router.add_get("/_plantray/serve", _info)
     app.router.add_put("/_plantray/decisions", _put_decisions)
     app.router.add_get("/", _index)
