@@ -9,8 +9,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "plantray"
 # The pipeline, first to last; base modules (config, columns, reasons, cluster) may be imported by all.
-ORDER = ["storage", "sources", "images", "model", "inference", "darwincore", "training", "evaluation", "synth",
-         "commands", "cli", "__main__"]
+ORDER = ["storage", "sources", "images", "model", "inference", "darwincore", "review", "training", "evaluation",
+         "synth", "commands", "cli", "__main__"]
 BASE = {"__init__", "config", "columns", "reasons", "cluster"}
 
 
