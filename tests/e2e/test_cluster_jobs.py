@@ -124,14 +124,16 @@ def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
     model = _model(s3, tmp_path, "nj-model")
     table = f"s3://{BUCKET}/nj-table"
     command = (f"python jobs/nightly.py --model {model} --input s3://{BUCKET}/nj/manifest.parquet --table {table} "
-               "--run-id night1 --batch-size 4 --decode-batch-size 4 --stale-hours 0 --min-actors 2")
+               "--run-id night1 --batch-size 4 --decode-batch-size 4 --stale-hours 0 "
+               # Two actors of 2 CPUs each: no 3-CPU node holds both, so one works on the worker node.
+               "--num-actors 2 --threads-per-actor 4")
     client, job_id = _submit(cluster, command)
-    deadline = time.monotonic() + 120
+    # Mid-run: the model actor on the worker node is up (the run's rows are still streaming).
+    deadline = time.monotonic() + 300
     while not _worker_busy(cluster):
         assert time.monotonic() < deadline, client.get_job_logs(job_id)
         assert not client.get_job_status(job_id).is_terminal(), client.get_job_logs(job_id)
-        time.sleep(0.2)
-    time.sleep(2)  # let it get properly into the work
+        time.sleep(0.1)
     assert not client.get_job_status(job_id).is_terminal(), "the job ended before the fault could be injected"
     cluster.kill_worker(0)
     # The same submission completes: Ray Data re-runs the lost node's tasks and restarts its model actor.

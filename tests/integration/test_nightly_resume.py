@@ -141,12 +141,14 @@ def _committed_rows(table: str) -> pa.Table | None:
 def _uncommitted_rows(table: str) -> int:
     """Rows in the run's data files that no Delta commit references (a file cut short counts 0)."""
     base = os.path.join(table, "data", RUN)
-    committed = set(DeltaTable(table).files()) if os.path.isdir(os.path.join(table, "_delta_log")) else set()
+    committed = set()
+    if os.path.isdir(os.path.join(table, "_delta_log")):
+        committed = {os.path.realpath(p) for p in DeltaTable(table).file_uris()}
     rows = 0
     for d, _, names in os.walk(base):
         for name in names:
             path = os.path.join(d, name)
-            if name.endswith(".parquet") and os.path.relpath(path, table) not in committed:
+            if name.endswith(".parquet") and os.path.realpath(path) not in committed:
                 try:
                     rows += pq.ParquetFile(path).metadata.num_rows
                 except (pa.ArrowInvalid, OSError):
