@@ -12,17 +12,20 @@ import logging
 from dataclasses import dataclass
 
 from plantray.commands.options import RayOptions
-from plantray.commands.record import utc_now, write_run_record
+from plantray.commands.record import OUTPUT_MARKER, RUN_RECORD, made_by, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, field
 
 log = logging.getLogger(__name__)
+# What quickstart writes under --out: the only names it ever deletes there (a rerun replaces them).
+OWN_ENTRIES = ("data", "model", "report", "predictions", RUN_RECORD, OUTPUT_MARKER)
 
 
 @dataclass
 class QuickstartConfig(RayOptions):
     """Settings of ``plantray quickstart``."""
 
-    out: str = field("quickstart", help="directory for every output (replaced if it exists)")
+    out: str = field("quickstart", help="directory for every output: new or empty, or one an earlier quickstart "
+                     "made (its outputs are replaced; nothing else there is touched)")
     species: int = field(8, help="synthetic species")
     images_per_species: int = field(30, help="training images per species")
     arch: str = field("resnet18", help="torchvision architecture")
@@ -44,7 +47,7 @@ def quickstart(cfg: QuickstartConfig) -> dict:
 
     if cfg.epochs < 1 or cfg.species < 2:
         raise ConfigError("quickstart needs --epochs >= 1 and --species >= 2")
-    storage.remove(cfg.out)
+    claim_out(cfg.out)
     data, model = storage.join(cfg.out, "data"), storage.join(cfg.out, "model")
     report, predictions = storage.join(cfg.out, "report"), storage.join(cfg.out, "predictions")
     ensure_ray(cfg.dashboard)
@@ -69,6 +72,25 @@ def quickstart(cfg: QuickstartConfig) -> dict:
     print("\nOutputs:\n" + "\n".join(f"  {k:<12} {v}" for k, v in outputs.items()))
     write_run_record(cfg.out, "quickstart", cfg, outputs, started)
     return outputs
+
+
+def claim_out(out: str) -> None:
+    """Makes ``out`` quickstart's own before any work: a new or empty directory is marked; one an earlier
+    quickstart marked has that run's outputs (:data:`OWN_ENTRIES`) removed; anything else is refused.
+
+    Raises:
+        ConfigError: ``out`` holds files and no quickstart marker (``--out .`` or ``--out ~`` never
+            lose a file).
+    """
+    from plantray import storage
+
+    if storage.holds_data(out):
+        if made_by(out) != "quickstart":
+            raise ConfigError(f"--out {out!r} is not empty and was not made by plantray quickstart (it has no "
+                              f"{OUTPUT_MARKER}); give a new or empty directory, e.g. --out quickstart")
+        for name in OWN_ENTRIES:
+            storage.remove(storage.join(out, name))
+    mark_output(out, "quickstart")
 
 
 def format_summary(outputs: dict) -> str:

@@ -4,6 +4,10 @@
 "summary"}``: the final config (every flag, defaults included) and the closing summary. Where it goes:
 in OUTPUT (classify, evaluate, train, model create, synth, quickstart), in
 ``TABLE/_runs/<run_id>/`` (nightly) and inside the archive (export dwca).
+
+``_plantray_output.json`` is written into a directory before anything else a command puts there: it tells a
+later run that plantray made the directory, so only such a directory is ever replaced (quickstart's
+``--out``, ``--overwrite``). A directory holding files without it is the user's and is never deleted.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from plantray import __version__
 from plantray.config import to_json
 
 RUN_RECORD = "_plantray_run.json"
+OUTPUT_MARKER = "_plantray_output.json"
 
 
 def utc_now() -> str:
@@ -44,3 +49,34 @@ def write_run_record(directory: str, command: str, cfg: Any, summary: dict, star
     uri = storage.join(directory, RUN_RECORD)
     storage.write_bytes(uri, run_record(command, cfg, summary, started))
     return uri
+
+
+def mark_output(directory: str, command: str) -> None:
+    """Marks ``directory`` as made by plantray ``command``: written before any other file goes there.
+
+    Args:
+        directory: the command's output directory (local or object storage).
+        command: the subcommand, e.g. ``"quickstart"``.
+    """
+    from plantray import storage
+
+    marker = {"command": command, "plantray_version": __version__, "created": utc_now()}
+    storage.write_bytes(storage.join(directory, OUTPUT_MARKER), json.dumps(marker, indent=2).encode())
+
+
+def made_by(directory: str) -> str | None:
+    """The plantray command that made ``directory``, from its marker or run record; None when nothing says so.
+
+    Args:
+        directory: a directory or prefix (local or object storage).
+    Returns:
+        The command (``"quickstart"``, ``"classify"``, ...) or None.
+    """
+    from plantray import storage
+
+    for name in (OUTPUT_MARKER, RUN_RECORD):
+        try:
+            return str(json.loads(storage.read_bytes(storage.join(directory, name)))["command"])
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError, TypeError):
+            continue
+    return None
