@@ -29,7 +29,7 @@ from plantray.commands.options import (
     prior_lines,
     prior_summary,
 )
-from plantray.commands.record import RUN_RECORD, utc_now, write_run_record
+from plantray.commands.record import RUN_RECORD, check_replaceable, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 from plantray.inference.chunks import DEFAULT_COMMIT_EVERY
 
@@ -71,6 +71,10 @@ def validate(cfg: ClassifyConfig):
     source.check()
     _check_output(cfg)
     check_embeddings(cfg, cfg.output, cfg.overwrite or cfg.resume)
+    if cfg.overwrite and cfg.embeddings:
+        check_replaceable(cfg.embeddings, "--embeddings")
+    if cfg.aggregate == "occurrence":
+        check_replaceable(occurrences_uri(cfg), "--aggregate occurrence's output")
     if cfg.aggregate == "occurrence" and GBIF_ID not in source.columns():
         raise ConfigError("--aggregate occurrence needs a gbifID column: use a Darwin Core Archive or a "
                           "manifest with gbifID")
@@ -84,6 +88,8 @@ def _check_output(cfg: ClassifyConfig) -> None:
     from plantray import storage
     from plantray.inference.outputs import PROGRESS, completion
 
+    if cfg.overwrite:
+        check_replaceable(cfg.output, "--output")
     if cfg.overwrite or not storage.holds_data(cfg.output):
         if cfg.resume:
             raise ConfigError(f"--resume: --output {cfg.output!r} holds no classify run to continue; run "
@@ -146,10 +152,14 @@ def classify(cfg: ClassifyConfig) -> dict:
     plan = plan_for_cluster(cfg)
     log.info("classify plan: %s", plan)
     started = utc_now()
-    if cfg.overwrite:
+    if cfg.overwrite:  # plantray's own outputs only (checked by validate)
         storage.remove(cfg.output)
         if cfg.embeddings:
             storage.remove(cfg.embeddings)
+    if not cfg.resume:
+        mark_output(cfg.output, "classify")
+        if cfg.embeddings:
+            mark_output(cfg.embeddings, "classify")
     start = time.perf_counter()
     rows, progress, input_stats = read_input(cfg, artifact, source)
     resumed = run_chunks(cfg, artifact, plan, rows, progress, started, prior)
@@ -242,9 +252,15 @@ def aggregate(cfg: ClassifyConfig) -> dict:
     from plantray import storage
     from plantray.darwincore.occurrences import aggregate_occurrences
 
-    out = cfg.output.rstrip("/") + "_occurrences"
-    storage.remove(out)  # classify's own; a run killed while aggregating left part of it
+    out = occurrences_uri(cfg)
+    storage.remove(out)  # classify's own (validate checked); a run killed while aggregating left part of it
+    mark_output(out, "classify")
     return aggregate_occurrences(cfg.output, out, top_k=cfg.top_k, min_confidence=cfg.min_confidence)
+
+
+def occurrences_uri(cfg: ClassifyConfig) -> str:
+    """Where ``--aggregate occurrence`` writes: beside OUTPUT, ``<output>_occurrences``."""
+    return cfg.output.rstrip("/") + "_occurrences"
 
 
 def format_summary(summary: dict) -> str:

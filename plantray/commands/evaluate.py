@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from plantray.commands.options import ModelOptions, check_model_options, load_options, location_prior
-from plantray.commands.record import utc_now, write_run_record
+from plantray.commands.record import check_replaceable, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 from plantray.images.presets import TTA_MODES
 
@@ -123,6 +123,8 @@ def validate(cfg: EvaluateConfig) -> tuple[list, list, list[int]]:
            (cfg.bootstrap >= 0, f"--bootstrap {cfg.bootstrap} must be >= 0")])
     if storage.holds_data(cfg.output) and not cfg.overwrite:
         raise ConfigError(f"--output {cfg.output!r} already holds data; choose a new directory or pass --overwrite")
+    if cfg.overwrite:
+        check_replaceable(cfg.output, "--output")
     uris = [cfg.model, *(cfg.compare or [])]
     artifacts = [load_artifact(u) for u in uris]
     for uri, art in zip(uris, artifacts):
@@ -237,8 +239,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     plan = plan_for_cluster(cfg, crops=n_crops(cfg.tta))
     log.info("evaluate plan: %s", plan)
     started = utc_now()
-    if cfg.overwrite:
+    if cfg.overwrite:  # plantray's own output only (checked by validate)
         storage.remove(cfg.output)
+    mark_output(cfg.output, "evaluate")
     start = time.perf_counter()
     results, prior_results, ood = [], [], []
     for i, run in enumerate(runs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plantray.commands.record import run_record, utc_now
+from plantray.commands.record import check_replaceable, run_record, utc_now
 from plantray.config import ConfigError, JobConfig, field
 
 
@@ -37,6 +37,8 @@ def export_dwca(cfg: ExportConfig) -> dict:
         raise ConfigError(f"OUT {cfg.out!r} must end in .zip (a Darwin Core Archive is a zip file)")
     if storage.exists(cfg.out) and not cfg.overwrite:
         raise ConfigError(f"OUT {cfg.out!r} exists; choose another name or pass --overwrite")
+    if cfg.overwrite:
+        check_replaceable(cfg.out, "OUT")
     dataset, key = open_predictions(cfg.predictions)
     started = utc_now()
     return write_archive(dataset, key, cfg.out, record=lambda s: run_record("export dwca", cfg, s, started))

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from plantray import __version__
-from plantray.config import to_json
+from plantray.config import ConfigError, to_json
 
 RUN_RECORD = "_plantray_run.json"
 OUTPUT_MARKER = "_plantray_output.json"
@@ -74,9 +74,43 @@ def made_by(directory: str) -> str | None:
     """
     from plantray import storage
 
+    if directory.lower().endswith(".zip"):
+        return _archive_made_by(directory)
     for name in (OUTPUT_MARKER, RUN_RECORD):
         try:
             return str(json.loads(storage.read_bytes(storage.join(directory, name)))["command"])
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError, TypeError):
             continue
-    return None
+    # A classify OUTPUT of a run killed before its record, written before the marker existed.
+    return "classify" if storage.exists(storage.join(directory, "_plantray_progress.json")) else None
+
+
+def _archive_made_by(uri: str) -> str | None:
+    """The command recorded inside a zip file (``export dwca`` puts its run record there), or None."""
+    import zipfile
+
+    from plantray import storage
+
+    fs, path = storage.get_fs(uri)
+    try:
+        with fs.open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+            return str(json.loads(zf.read(RUN_RECORD))["command"]) if RUN_RECORD in zf.namelist() else None
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_replaceable(uri: str, flag: str) -> None:
+    """Refuses to let ``--overwrite`` replace ``uri`` when it holds files plantray did not write.
+
+    Args:
+        uri: the output directory (or archive) that ``--overwrite`` would delete.
+        flag: the flag that named it, for the message (``--output``, ``--embeddings``, ``OUT``).
+    Raises:
+        ConfigError: ``uri`` holds data and neither a marker nor a run record says plantray made it.
+    """
+    from plantray import storage
+
+    if storage.holds_data(uri) and made_by(uri) is None:
+        raise ConfigError(f"{flag} {uri!r} holds files plantray did not write (no {OUTPUT_MARKER} or {RUN_RECORD}), "
+                          "and --overwrite replaces only plantray's own outputs; choose a new location or move "
+                          "those files yourself")

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from plantray.commands.options import RayOptions
-from plantray.commands.record import utc_now, write_run_record
+from plantray.commands.record import made_by, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 from plantray.images.presets import DEFAULT_MAX_PIXELS
 
@@ -112,6 +112,9 @@ def validate(cfg: TrainConfig) -> dict:
     if storage.exists(storage.join(cfg.output, CARD)) and not (resuming or cfg.overwrite):
         raise ConfigError(f"--output {cfg.output!r} already holds a model; choose a new location, pass "
                           "--overwrite, or resume its run with the same --name/--storage")
+    if not resuming and storage.holds_data(cfg.output) and made_by(cfg.output) is None:
+        raise ConfigError(f"--output {cfg.output!r} holds files plantray did not write; train writes the model "
+                          "(weights.pt, labels.csv, model_card.json) there: choose a new or empty directory")
     return {"storage": store, "run_dir": run_dir, "resuming": resuming}
 
 
@@ -140,6 +143,7 @@ def train(cfg: TrainConfig) -> dict:
     source.check()
     if cfg.val:
         open_source(cfg.val, flag="--val").check()
+    mark_output(cfg.output, "train")
     ensure_ray(cfg.dashboard)
     started = utc_now()
     # The run's time over every invocation (a killed one included), not only this one's.
