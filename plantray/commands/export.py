@@ -35,11 +35,13 @@ def export_dwca(cfg: ExportConfig) -> dict:
 
     if not cfg.out.lower().endswith(".zip"):
         raise ConfigError(f"OUT {cfg.out!r} must end in .zip (a Darwin Core Archive is a zip file)")
+    storage.check_writable(cfg.out, "OUT")
     if storage.exists(cfg.out) and not cfg.overwrite:
         raise ConfigError(f"OUT {cfg.out!r} exists; choose another name or pass --overwrite")
     if cfg.overwrite:
         check_replaceable(cfg.out, "OUT")
-    dataset, key = open_predictions(cfg.predictions)
+    with storage.named(cfg.predictions, "PREDICTIONS"):
+        dataset, key = open_predictions(cfg.predictions)
     started = utc_now()
     return write_archive(dataset, key, cfg.out, record=lambda s: run_record("export dwca", cfg, s, started))
 

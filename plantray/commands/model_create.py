@@ -39,6 +39,7 @@ def create_model(cfg: ModelCreateConfig) -> dict:
     from plantray.model.labels import read_labels
     from plantray.model.network import build_model
 
+    storage.check_writable(cfg.out, "OUT")
     if storage.holds_data(cfg.out) and not cfg.overwrite:
         raise ConfigError(f"{cfg.out!r} already holds data; choose a new directory or pass --overwrite")
     if cfg.overwrite:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from plantray import console
 from plantray.commands.options import RayOptions
 from plantray.commands.record import OUTPUT_MARKER, RUN_RECORD, made_by, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, field
@@ -53,23 +54,22 @@ def quickstart(cfg: QuickstartConfig) -> dict:
     ensure_ray(cfg.dashboard)
     started = utc_now()
 
-    print(f"[1/4] synthesising {cfg.species} species into {data}", flush=True)
-    synthesize(SynthConfig(out=data, species=cfg.species, images_per_species=cfg.images_per_species,
-                           seed=cfg.seed))
-    print(f"[2/4] training {cfg.arch} at {cfg.image_size}px for {cfg.epochs} epochs -> {model}", flush=True)
-    train(TrainConfig(data=storage.join(data, "train.parquet"), output=model, arch=cfg.arch, init="random",
-                      epochs=cfg.epochs, num_workers=cfg.num_workers, image_size=cfg.image_size,
-                      lr=3e-3, seed=cfg.seed, data_license="CC0-1.0 (synthetic)",
-                      data_citation="plantray synth"))
-    print(f"[3/4] evaluating with ten-crop (labels with > 12 training images) -> {report}", flush=True)
-    summary = evaluate(EvaluateConfig(model=model, test=[f"synth-test={storage.join(data, 'test.parquet')}"],
-                                      tta="ten-crop", min_train_images=12, output=report))
-    print(format_report(summary), flush=True)
-    print(f"[4/4] classifying the unseen set -> {predictions}", flush=True)
-    print(format_summary(classify(ClassifyConfig(model=model, input=storage.join(data, "unseen.parquet"),
-                                                 output=predictions))), flush=True)
+    with console.step(f"[1/4] synthesising {cfg.species} species into {data}"):
+        synthesize(SynthConfig(out=data, species=cfg.species, images_per_species=cfg.images_per_species,
+                               seed=cfg.seed))
+    with console.step(f"[2/4] training {cfg.arch} at {cfg.image_size}px for {cfg.epochs} epochs -> {model}"):
+        train(TrainConfig(data=storage.join(data, "train.parquet"), output=model, arch=cfg.arch, init="random",
+                          epochs=cfg.epochs, num_workers=cfg.num_workers, image_size=cfg.image_size,
+                          lr=3e-3, seed=cfg.seed, data_license="CC0-1.0 (synthetic)",
+                          data_citation="plantray synth"))
+    with console.step(f"[3/4] evaluating with ten-crop (labels with > 12 training images) -> {report}"):
+        summary = evaluate(EvaluateConfig(model=model, test=[f"synth-test={storage.join(data, 'test.parquet')}"],
+                                          tta="ten-crop", min_train_images=12, output=report))
+        console.say(format_report(summary))
+    with console.step(f"[4/4] classifying the unseen set -> {predictions}"):
+        console.say(format_summary(classify(ClassifyConfig(model=model, input=storage.join(data, "unseen.parquet"),
+                                                           output=predictions))))
     outputs = {"data": data, "model": model, "report": storage.join(report, "report.md"), "predictions": predictions}
-    print("\nOutputs:\n" + "\n".join(f"  {k:<12} {v}" for k, v in outputs.items()))
     write_run_record(cfg.out, "quickstart", cfg, outputs, started)
     return outputs
 
@@ -94,8 +94,10 @@ def claim_out(out: str) -> None:
 
 
 def format_summary(outputs: dict) -> str:
-    """The CLI's closing line (the outputs were already listed)."""
-    return f"quickstart done: open {outputs['report']} and query {outputs['predictions']}"
+    """The CLI's closing lines: where each output is, and what to open first."""
+    listing = "\n".join(f"  {k:<12} {v}" for k, v in outputs.items())
+    return (f"\nOutputs:\n{listing}\n"
+            f"quickstart done: open {outputs['report']} and query {outputs['predictions']}")
 
 
 CONFIG = QuickstartConfig

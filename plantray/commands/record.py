@@ -5,6 +5,10 @@
 in OUTPUT (classify, evaluate, train, model create, synth, quickstart), in
 ``TABLE/_runs/<run_id>/`` (nightly) and inside the archive (export dwca).
 
+A CLI run also copies its log (plantray's and Ray's log records, and what Ray's processes wrote to stderr)
+beside the record as ``_plantray.log``; the record names it (``log``) and Ray's own log directory
+(``ray_logs``: the session's files on the driver's node).
+
 ``_plantray_output.json`` is written into a directory before anything else a command puts there: it tells a
 later run that plantray made the directory, so only such a directory is ever replaced (quickstart's
 ``--out``, ``--overwrite``). A directory holding files without it is the user's and is never deleted.
@@ -20,6 +24,7 @@ from plantray import __version__
 from plantray.config import ConfigError, to_json
 
 RUN_RECORD = "_plantray_run.json"
+LOG = "_plantray.log"
 OUTPUT_MARKER = "_plantray_output.json"
 
 
@@ -43,12 +48,39 @@ def run_record(command: str, cfg: Any, summary: dict, started: str) -> bytes:
 
 
 def write_run_record(directory: str, command: str, cfg: Any, summary: dict, started: str) -> str:
-    """Writes ``directory/_plantray_run.json``; returns its URI."""
+    """Writes ``directory/_plantray_run.json`` (and, for a CLI run, the log so far as ``_plantray.log``).
+
+    Returns:
+        The record's URI.
+    """
     from plantray import storage
 
     uri = storage.join(directory, RUN_RECORD)
-    storage.write_bytes(uri, run_record(command, cfg, summary, started))
+    record = json.loads(run_record(command, cfg, summary, started))
+    logs = copy_log(directory)
+    if logs:
+        record.update(logs)
+    storage.write_bytes(uri, json.dumps(record, indent=2, default=str).encode())
     return uri
+
+
+def copy_log(directory: str) -> dict:
+    """Copies this CLI run's log so far into ``directory``; returns ``{"log", "ray_logs"}`` ({} for a library call)."""
+    import sys
+
+    from plantray import console, storage
+
+    path = console.log_path()
+    if path is None:
+        return {}
+    with open(path, "rb") as f:
+        storage.write_bytes(storage.join(directory, LOG), f.read())
+    logs = {"log": storage.join(directory, LOG)}
+    ray = sys.modules.get("ray")  # only when this run started or joined Ray
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    if node is not None:
+        logs["ray_logs"] = f"{node.get_session_dir_path()}/logs"
+    return logs
 
 
 def mark_output(directory: str, command: str) -> None:

@@ -54,13 +54,16 @@ class Predictor:
         prior: a location prior (:class:`plantray.inference.prior.Prior`) applied before ranking.
         embeddings: directory/prefix where each batch's penultimate-layer vectors are written (see
             :meth:`write_embeddings`); None writes none.
+        progress: a :class:`plantray.cluster.ProgressCounter` handle told each batch's rows and failures
+            (the console's progress line), or None.
     """
 
     def __init__(self, model_uri: str, top_k: int = 5, use_gpu: bool = False, precision: str = "fp32",
                  threads: int | None = None, crops: int = 1, rollup_threshold: float = 0.0,
                  min_confidence: float = 0.0, finish: Callable[[pa.Table], pa.Table] | None = None,
-                 prior: Prior | None = None, embeddings: str | None = None):
+                 prior: Prior | None = None, embeddings: str | None = None, progress=None):
         self.artifact = load_artifact(model_uri)
+        self.progress = progress
         self.labels = self.artifact.labels
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
         self.top_k, self.crops = min(top_k, len(self.labels)), crops
@@ -92,7 +95,24 @@ class Predictor:
         out = out.append_column(col.ERROR, table.column(col.ERROR))
         if self.finish is not None:
             out = self.finish(out)
+        self.report(table)
         return out.replace_schema_metadata({**(out.schema.metadata or {}), **self.metadata})
+
+    def report(self, table: pa.Table) -> None:
+        """Tells the progress counter this batch's rows and failed rows (counts only).
+
+        Waits (at most a second) until the counter has them: Ray Data stops the pool as soon as the last batch
+        is out, and a call still in flight from a stopped actor would be lost from the count.
+        """
+        if self.progress is None:
+            return
+        import ray
+
+        errors = table.column(col.ERROR)
+        try:
+            ray.wait([self.progress.add.remote(table.num_rows, len(errors) - errors.null_count)], timeout=1.0)
+        except Exception:  # a progress line must never cost a batch
+            self.progress = None
 
     def probabilities(self, images: np.ndarray, images_valid: int) -> np.ndarray:
         """float32 ``[V, C]``: the softmax averaged over each valid image's crops, from ONE forward pass.
