@@ -15,6 +15,10 @@ ACCEPTED_NAME = "acceptedNameUsage"  # labels: the accepted name when the label'
 GBIF_ID = "gbifID"  # the occurrence key of GBIF downloads (also any archive's core id)
 OCCURRENCE_ID = "occurrenceID"
 
+# The image's absolute URI (file://, s3://, https://): image_uri resolved against the manifest's location, so
+# a reader anywhere can open it (image_uri stays as given: it is the user's key)
+IMAGE_URI_ABSOLUTE = "image_uri_absolute"
+
 # Columns that exist only while a row is in flight; never written to outputs
 SOURCE_COLUMN = "_source"  # the resolved URI to read
 PIXELS = "_pixels"  # the loader's decoded view, uint8 bytes
@@ -43,7 +47,7 @@ IDENTIFIED_BY_ID, IDENTIFICATION_REFERENCES = "identifiedByID", "identificationR
 CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY = "classificationMethod", "classificationProbability"
 MACHINE_TERMS = (IDENTIFIED_BY_ID, IDENTIFICATION_REFERENCES, CLASSIFICATION_METHOD, CLASSIFICATION_PROBABILITY)
 # Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
-RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR})
+RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR, IMAGE_URI_ABSOLUTE})
 
 # The embeddings dataset (--embeddings): keyed like the predictions, one row per decoded image
 EMBEDDING = "embedding"  # fixed_size_list<float16>[feature size]: the input of the classifier head

@@ -90,7 +90,8 @@ def _identification(row: dict) -> dict:
     rank = row.get("taxonRank") or "species"
     # Predictions of older plantray versions lack the references and the Camtrap DP method/probability.
     ident = {**row, "taxonRank": rank,
-             "identificationReferences": row.get("identificationReferences") or row[col.IMAGE_URI],
+             "identificationReferences": (row.get("identificationReferences") or row.get(col.IMAGE_URI_ABSOLUTE)
+                                          or row[col.IMAGE_URI]),
              "classificationMethod": row.get("classificationMethod") or "machine",
              "classificationProbability": row.get("classificationProbability", row.get(col.CONFIDENCE))}
     if not row.get("identificationID"):
@@ -120,7 +121,8 @@ def _write_core(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str, terms: lis
 
 def _write_identifications(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str) -> tuple[int, set]:
     """Writes identification.txt; returns (identifications, distinct (model, version, sha) tuples)."""
-    columns = [key, col.IMAGE_URI, col.CONFIDENCE, col.MODEL_NAME, col.MODEL_VERSION, col.MODEL_SHA256, col.ERROR,
+    columns = [key, col.IMAGE_URI, col.IMAGE_URI_ABSOLUTE, col.CONFIDENCE, col.MODEL_NAME, col.MODEL_VERSION,
+               col.MODEL_SHA256, col.ERROR,
                *IDENTIFICATION_TERMS]
     models: set = set()
     count = 0

@@ -37,6 +37,15 @@ def scatter(values: list, rows: np.ndarray, n: int) -> list:
     return out
 
 
+def with_absolute_uri(table: pa.Table) -> pa.Table:
+    """Adds ``image_uri_absolute`` after ``image_uri``: the resolved ``_source`` as an absolute URI."""
+    if col.IMAGE_URI_ABSOLUTE in table.column_names:
+        return table
+    absolute = pa.array([storage.absolute_uri(u) for u in table.column(col.SOURCE_COLUMN).to_pylist()], pa.string())
+    at = table.column_names.index(col.IMAGE_URI) + 1 if col.IMAGE_URI in table.column_names else 0
+    return table.add_column(at, col.IMAGE_URI_ABSOLUTE, absolute)
+
+
 class Predictor:
     """``map_batches`` actor: decoded pyarrow batch in, prediction columns out.
 
@@ -89,7 +98,7 @@ class Predictor:
         if self.embeddings and len(rows):
             self.write_embeddings(table, rows)
         probs, prior_columns = self.apply_prior(table, probs, rows)
-        out = table.drop_columns([col.PIXELS, col.ERROR, col.SOURCE_COLUMN])
+        out = with_absolute_uri(table).drop_columns([col.PIXELS, col.ERROR, col.SOURCE_COLUMN])
         for name, array in self.trim_ranking({**self.columns(table, probs, rows), **prior_columns}).items():
             out = out.append_column(name, array)
         out = out.append_column(col.ERROR, table.column(col.ERROR))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pathlib
 import xml.etree.ElementTree as ET
 import zipfile
 
@@ -187,7 +188,9 @@ def test_predictions_carry_taxon_ids_agreement_and_metadata(ray_session, tmp_pat
         tid, sid = EXPECTED[r["scientificName"]][:2]
         assert (r["taxonID"], r["scientificNameID"]) == (tid or None, sid or None)
         assert r["publisher_agreement"] == "no publisher name"
-        assert (r["identifiedByID"], r["identificationReferences"]) == (doi, f"{uri} | {url}")
+        # the image as an absolute URI a reader anywhere opens (image_uri stays as given)
+        assert r["image_uri_absolute"] == pathlib.Path(uri).resolve().as_uri()
+        assert (r["identifiedByID"], r["identificationReferences"]) == (doi, f"{r['image_uri_absolute']} | {url}")
         assert r["classificationMethod"] == "machine"
         assert r["classificationProbability"] == pytest.approx(r["confidence"]) and 0 < r["confidence"] <= 1
 
