@@ -154,10 +154,11 @@ def check_identification_options(cfg: InferenceOptions) -> None:
 
 def load_options(cfg: ModelOptions):
     """The loader's settings (:class:`plantray.images.loader.LoadOptions`) from the command's flags."""
+    from plantray import storage
     from plantray.images.loader import LoadOptions
 
     return LoadOptions(max_bytes=cfg.max_bytes, max_pixels=cfg.max_pixels, http_timeout=cfg.http_timeout,
-                       http_per_host=cfg.http_per_host, image_cache=cfg.image_cache)
+                       http_per_host=cfg.http_per_host, image_cache=storage.absolute(cfg.image_cache))
 
 
 def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str, prior=None, embeddings=None,

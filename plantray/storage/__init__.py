@@ -11,6 +11,8 @@ from plantray.storage.fs import (
     HTTP_SCHEMES,
     REMOTE_SCHEMES,
     MissingFilesystem,
+    absolute,
+    absolute_uri,
     arrow_fs,
     check_scheme,
     check_writable,
@@ -32,7 +34,9 @@ from plantray.storage.fs import (
     write_many,
 )
 
-__all__ = ["DEFAULT_MAX_BYTES", "HTTP_SCHEMES", "REMOTE_SCHEMES", "MissingFilesystem", "StorageError", "arrow_fs",
+__all__ = ["DEFAULT_MAX_BYTES", "HTTP_SCHEMES", "REMOTE_SCHEMES", "MissingFilesystem", "StorageError", "absolute",
+           "absolute_uri",
+           "arrow_fs",
            "check_scheme", "check_writable", "dirname", "exists", "explain", "get_fs", "holds_data", "join",
            "list_files", "makedirs", "missing_reason", "move", "named", "open_for_write", "read_bytes", "remove",
            "resolve", "scheme", "write_bytes", "write_many"]

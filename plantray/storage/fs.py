@@ -12,6 +12,7 @@ import contextlib
 import errno
 import functools
 import os
+import pathlib
 import posixpath
 import uuid
 from urllib.parse import urlparse
@@ -146,6 +147,25 @@ def resolve(uri: str, base: str) -> str:
     if not uri or "://" in uri or uri.startswith("/"):
         return uri
     return join(base, uri)
+
+
+def absolute(uri: str | None) -> str | None:
+    """``uri`` with a local path made absolute (no scheme added), for Ray workers, whose working directory
+    is not the command's (a cluster's, or one a local Ray was started in). URIs with a scheme are kept."""
+    if not uri or scheme(uri) != "file":
+        return uri
+    return os.path.abspath(uri.removeprefix("file://"))
+
+
+def absolute_uri(uri: str | None) -> str | None:
+    """``uri`` as an absolute URI a reader anywhere can open: local paths become ``file://`` URIs
+    (percent-encoded), URIs with a scheme are kept. None stays None.
+    """
+    if not uri:
+        return uri
+    if scheme(uri) != "file" or uri.startswith("file://"):
+        return uri
+    return pathlib.Path(os.path.abspath(uri)).as_uri()
 
 
 def exists(uri: str) -> bool:

@@ -167,12 +167,14 @@ def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict) -> di
     weights = None
     if cfg.class_balance != "none" and cfg.balance_mode == "loss":
         weights = class_weights(labels.train_images, cfg.class_balance)
-    return {"arch": cfg.arch, "init": cfg.init, "num_classes": len(labels), "epochs": cfg.epochs, "lr": cfg.lr,
+    init = cfg.init if cfg.init in ("random", "imagenet") else storage.absolute(cfg.init)  # workers' cwd differs
+    return {"arch": cfg.arch, "init": init, "num_classes": len(labels), "epochs": cfg.epochs, "lr": cfg.lr,
             "backbone_lr_scale": 1.0 if cfg.init == "random" else cfg.backbone_lr_scale,
             "batch_size": cfg.batch_size, "seed": cfg.seed, "shuffle_buffer": cfg.shuffle_buffer,
             "checkpoint_every": cfg.checkpoint_every, "class_weights": weights, "use_gpu": cfg.use_gpu,
             "mean": list(eval_preset.mean), "std": list(eval_preset.std), "has_val": bool(cfg.val),
-            "fail_after_epoch": cfg.fail_after_epoch or _fail_after_epoch(), "run_dir": where["run_dir"],
+            "fail_after_epoch": cfg.fail_after_epoch or _fail_after_epoch(),
+            "run_dir": storage.absolute(where["run_dir"]),
             "fair_share_threads": cfg.cpus_per_worker is None}
 
 
