@@ -208,8 +208,8 @@ class Progress:
 
             self._bar = tqdm(total=total, initial=initial, desc=f"  {desc}", unit=f" {unit}", file=sys.stdout,
                              dynamic_ncols=True, leave=True, smoothing=0.1,
-                             bar_format="{desc}: {n_fmt}/{total_fmt}{unit} {percentage:3.0f}%|{bar:20}| "
-                                        "{rate_fmt}{postfix}, {remaining} left" if total else
+                             bar_format="{desc}: {n_fmt}/{total_fmt}{unit} {percentage:3.0f}%|{bar:12}| "
+                                        "{rate_fmt}, {remaining} left{postfix}" if total else
                                         "{desc}: {n_fmt}{unit}, {rate_fmt}{postfix} [{elapsed}]")
 
     def __enter__(self) -> Progress:
@@ -230,16 +230,16 @@ class Progress:
         self.note = self.note if note is None else note
         if self._bar is not None:
             self._bar.total = self.total
-            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.set_postfix_str(self._postfix()[2:], refresh=False)  # tqdm adds the ", "
             self._bar.update(self.done - self._bar.n)
         elif self._shown and time.monotonic() - self._last_plain >= self._interval:
             self._last_plain = time.monotonic()
             print(self.line(), file=sys.stdout, flush=True)
 
     def _postfix(self) -> str:
-        parts = [self.note] if self.note else []
-        if self.failed:
-            parts.append(f"{self.failed:,} failed")
+        parts = [f"{self.failed:,} failed"] if self.failed else []  # before the note: a narrow terminal cuts the end
+        if self.note:
+            parts.append(self.note)
         return ", " + ", ".join(parts) if parts else ""
 
     def line(self) -> str:
@@ -257,7 +257,7 @@ class Progress:
     def close(self) -> None:
         """Ends the line: the bar stays as drawn; without a terminal a last plain line is printed."""
         if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.set_postfix_str(self._postfix()[2:], refresh=False)  # tqdm adds the ", "
             self._bar.close()
         elif self._shown:
             print(self._final_line(), file=sys.stdout, flush=True)

@@ -60,8 +60,8 @@ def _print_progress(queue, epochs: int, stop: threading.Event, seen: list, line=
         log.info(curves.format_epoch(metrics, epochs))
         if line is not None:
             total = (epochs - int(metrics.get("restored_epoch") or 0)) * images or None  # a resumed run
-            line.update(note=f"epoch {metrics['epoch']}/{epochs}, loss {metrics['loss']:.3f}, "
-                        f"accuracy {metrics['accuracy']:.3f}", total=total)
+            line.update(note=f"epoch {metrics['epoch']}/{epochs} loss {metrics['loss']:.2f} "
+                        f"acc {metrics['accuracy']:.2f}", total=total)
 
 
 def _fit(trainer: TorchTrainer, retries: int = 1):
