@@ -148,11 +148,17 @@ def split_counts(cfg) -> dict[str, list[int]]:
             "unseen": [cfg.unseen_per_species] * cfg.species}
 
 
-def open_out(out: str) -> None:
-    """Creates OUT, refusing a non-empty destination before any work."""
+def check_out(out: str) -> None:
+    """Refuses a non-empty OUT (or one that cannot be reached) before any work; creates nothing."""
     with storage.named(out, "OUT"):
         if storage.holds_data(out):
             raise ConfigError(f"out={out!r} exists and is not empty: pick an empty or new directory")
+
+
+def open_out(out: str) -> None:
+    """Creates OUT, refusing a non-empty destination before any work."""
+    check_out(out)
+    with storage.named(out, "OUT"):
         storage.makedirs(out)
 
 

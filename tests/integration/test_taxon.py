@@ -225,7 +225,7 @@ def test_predictions_carry_taxon_ids_agreement_and_metadata(ray_session, tmp_pat
     assert len(data) == len(ok)
     by_ref = {d["identificationReferences"]: d for d in data}
     for r in ok:
-        d = by_ref[f"{r['image_uri']} | {url}"]
+        d = by_ref[f"{r['image_uri_absolute']} | {url}"]  # the archive references the image's absolute URI
         assert d["gbifID"] == r["gbifID"] and d["taxonID"] == (EXPECTED[r["scientificName"]][0])
         assert (d["identifiedByID"], d["classificationMethod"]) == (doi, "machine")
         assert float(d["classificationProbability"]) == pytest.approx(r["confidence"], rel=1e-5)
