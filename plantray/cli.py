@@ -40,7 +40,9 @@ COMMANDS = {
     "quickstart": ("quickstart", "synthesise, train, evaluate and classify end to end on embedded defaults"),
 }
 GROUPS = {"model": "model directories: create", "export": "export predictions: dwca (Darwin Core Archive)",
-          "labels": "a model's labels: match (taxon identifiers from a checklist)"}
+          "labels": "a model's labels: match (taxon identifiers from a checklist)",
+          "review": "a person's review of predictions: build (a review site), serve (it, saving decisions), "
+                    "apply (the decisions, back into the predictions)"}
 DESCRIPTION = "plantray: identify plants in photographs at archive scale, on a laptop or a Ray cluster."
 EPILOG = ("Run 'plantray COMMAND --help' for a command's options; README.md walks from a first run to your "
           "own photos. -v and -q work before or after the command.")
