@@ -1,13 +1,17 @@
 """Connecting to Ray: the same code on a laptop (an embedded local Ray) and on a cluster; what the cluster can
-add (the autoscaler's node types) and waiting, for a bounded time, until it grants a job's resources."""
+add (the autoscaler's node types) and waiting, for a bounded time, until it grants a job's resources; counting
+a job's progress as its actors work, for the console's progress line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import ray
 
+from plantray import console
 from plantray.config import ConfigError
 
 
@@ -24,11 +28,14 @@ def ensure_ray(dashboard: bool = False, **init_kwargs) -> None:
         address = os.environ.get("RAY_ADDRESS") or None
         if address is None:  # options of a new local instance; a cluster refuses them
             init_kwargs.setdefault("include_dashboard", dashboard)
+        console.say(f"joining the Ray cluster at {address}" if address else "starting a local Ray")
         ray.init(address=address, log_to_driver=False, configure_logging=False, **init_kwargs)
     ctx = ray.data.DataContext.get_current()
-    if os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS") == "1":
+    # plantray draws its own progress line (:func:`counting`); Ray's, by operator name, only with -v.
+    if os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS") == "1" or console.level() != console.VERBOSE:
         ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    console.route_ray_logs()  # ray.data set up its console handler on import: its records go to the log
 
 
 class ResourceTimeout(ConfigError):
@@ -86,3 +93,61 @@ def wait_for_resources(bundles: list[dict[str, float]], asked: str, cluster: Cal
     finally:
         remove_placement_group(group)
     return time.monotonic() - start
+
+
+@ray.remote(num_cpus=0)
+class ProgressCounter:
+    """Rows done and failed so far, added to by a job's actors (model actors, training workers)."""
+
+    def __init__(self):
+        self.done, self.failed, self.note = 0, 0, ""
+
+    def add(self, done: int, failed: int = 0, note: str | None = None) -> None:
+        self.done += done
+        self.failed += failed
+        self.note = self.note if note is None else note
+
+    def read(self) -> tuple[int, int, str]:
+        return self.done, self.failed, self.note
+
+
+@contextlib.contextmanager
+def counting(progress: console.Progress, every_s: float = 0.5) -> Iterator[ray.actor.ActorHandle]:
+    """A :class:`ProgressCounter` whose counts a driver thread shows on ``progress`` while the block runs.
+
+    Workers call ``counter.add.remote(rows, failed)`` as they finish batches: the counts travel, never the
+    rows, so the driver collects nothing. The counter lives on the driver's node (CPU 0), so losing another
+    node never takes it; a worker whose ``add`` fails carries on.
+
+    Args:
+        progress: the console's progress line; its counts at the start are the base added to.
+        every_s: seconds between two reads of the counter.
+    Yields:
+        The counter's actor handle, to pass to the workers.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    counter = ProgressCounter.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+    base_done, base_failed = progress.done, progress.failed
+    stop = threading.Event()
+
+    def show() -> None:
+        done, failed, note = ray.get(counter.read.remote())
+        progress.update(base_done + done, base_failed + failed, note or None)
+
+    def poll() -> None:
+        while not stop.wait(every_s):
+            with contextlib.suppress(Exception):  # the counter went away with a failed job
+                show()
+
+    thread = threading.Thread(target=poll, daemon=True, name="plantray-progress")
+    thread.start()
+    try:
+        yield counter
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            show()
+            ray.kill(counter)

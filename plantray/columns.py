@@ -18,6 +18,10 @@ NAME_ACCORDING_TO, NAME_ACCORDING_TO_ID = "nameAccordingTo", "nameAccordingToID"
 GBIF_ID = "gbifID"  # the occurrence key of GBIF downloads (also any archive's core id)
 OCCURRENCE_ID = "occurrenceID"
 
+# The image's absolute URI (file://, s3://, https://): image_uri resolved against the manifest's location, so
+# a reader anywhere can open it (image_uri stays as given: it is the user's key)
+IMAGE_URI_ABSOLUTE = "image_uri_absolute"
+
 # Columns that exist only while a row is in flight; never written to outputs
 SOURCE_COLUMN = "_source"  # the resolved URI to read
 PIXELS = "_pixels"  # the loader's decoded view, uint8 bytes
@@ -74,8 +78,8 @@ HUMAN, MACHINE = "human", "machine"
 VERIFIED, UNVERIFIED = "verified using recorded media", "unverified"
 
 # Output columns an input column must not shadow: such input columns are renamed ``input_<name>``.
-RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR, *REVIEW_COLUMNS,
-                              *MACHINE_COLUMNS, VERBATIM_IDENTIFICATION})
+RESERVED_COLUMNS = frozenset({*PREDICTION_COLUMNS, *DWC_TERMS, *MACHINE_TERMS, ERROR, IMAGE_URI_ABSOLUTE,
+                              *REVIEW_COLUMNS, *MACHINE_COLUMNS, VERBATIM_IDENTIFICATION})
 
 # The embeddings dataset (--embeddings): keyed like the predictions, one row per decoded image
 EMBEDDING = "embedding"  # fixed_size_list<float16>[feature size]: the input of the classifier head

@@ -62,10 +62,14 @@ def _flag(name: str) -> str:
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
-          positional: bool = False, choices: list | None = None, required: bool = False,
+          positional: bool = False, choices: list | None = None, required: bool = False, hidden: bool = False,
           **kwargs: Any) -> Any:
-    """A dataclass field carrying its CLI help, optional flag name, choices, and whether the flag is required."""
-    meta = {"help": help, "flag": flag, "positional": positional, "choices": choices, "required": required}
+    """A dataclass field carrying its CLI help, optional flag name, choices, and whether the flag is required.
+
+    ``hidden`` keeps a flag working but out of ``--help`` (test hooks).
+    """
+    meta = {"help": help, "flag": flag, "positional": positional, "choices": choices, "required": required,
+            "hidden": hidden}
     if isinstance(default, (list, dict, set)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta, **kwargs)
@@ -101,12 +105,15 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta.get("required"):
             kwargs["required"] = True
         flag = meta.get("flag") or _flag(f.name)
+        if meta.get("hidden"):
+            kwargs["help"] = argparse.SUPPRESS
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif is_list:
             parser.add_argument(flag, type=tp, action="append", default=None, **kwargs)
         else:
-            kwargs["help"] += f" (default: {default})" if default not in (None, "") else ""
+            if kwargs["help"] is not argparse.SUPPRESS and default not in (None, ""):
+                kwargs["help"] += f" (default: {default})"
             parser.add_argument(flag, type=tp, default=default, **kwargs)
 
 

@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from plantray import console
 from plantray.commands.options import ModelOptions, check_model_options, load_options
 from plantray.commands.record import utc_now, write_run_record
 from plantray.config import ConfigError, field
@@ -104,7 +105,11 @@ def calibrate(cfg: CalibrateConfig) -> dict:
         ConfigError: bad flags, model or validation set (before work), or no readable validation image.
     """
     from plantray import storage
-    from plantray.cluster import ensure_ray
+
+    artifact, test, filt = validate(cfg)
+    console.headline(f"calibrating {cfg.model} on {cfg.data}")
+    # Ray (and with it torch) only once every check has passed: refusals stay quick and light.
+    from plantray.cluster import counting, ensure_ray
     from plantray.evaluation.calibration import figures, fit_temperature
     from plantray.evaluation.labelfilter import kept_rows
     from plantray.images.crops import CropView, n_crops
@@ -113,14 +118,16 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     from plantray.inference.planner import Resources, plan_inference
     from plantray.model.artifact import write_calibration
 
-    artifact, test, filt = validate(cfg)
     ensure_ray(cfg.dashboard)
     started, start = utc_now(), time.perf_counter()
     crops = n_crops(cfg.tta)
     plan = plan_inference(cfg, Resources.of_cluster(), crops=crops)
-    ds = predict(kept_rows([test], {test.name: filt}), CropView(artifact.preset, cfg.tta, cfg.seed),
-                 load_options(cfg), plan, cfg.decode_batch_size, predictor=LogitPredictor, model_uri=cfg.model)
-    logits, true, unreadable = collect_logits(ds, filt[1]["images"]["kept"], crops, len(artifact.labels))
+    with console.Progress("scoring the validation images", total=filt[1]["images"]["kept"]) as line, \
+            counting(line) as counter:
+        ds = predict(kept_rows([test], {test.name: filt}), CropView(artifact.preset, cfg.tta, cfg.seed),
+                     load_options(cfg), plan, cfg.decode_batch_size, predictor=LogitPredictor, model_uri=cfg.model,
+                     progress=counter)
+        logits, true, unreadable = collect_logits(ds, filt[1]["images"]["kept"], crops, len(artifact.labels))
     if len(true) == 0:
         raise ConfigError(f"--data {cfg.data!r}: no readable image of a known species ({unreadable}); nothing to "
                           "fit a temperature on")

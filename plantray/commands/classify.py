@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from plantray import console
 from plantray.commands.options import (
     InferenceOptions,
     check_embeddings,
@@ -29,7 +30,7 @@ from plantray.commands.options import (
     prior_lines,
     prior_summary,
 )
-from plantray.commands.record import RUN_RECORD, utc_now, write_run_record
+from plantray.commands.record import RUN_RECORD, check_replaceable, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 from plantray.inference.chunks import DEFAULT_COMMIT_EVERY
 
@@ -71,6 +72,10 @@ def validate(cfg: ClassifyConfig):
     source.check()
     _check_output(cfg)
     check_embeddings(cfg, cfg.output, cfg.overwrite or cfg.resume)
+    if cfg.overwrite and cfg.embeddings:
+        check_replaceable(cfg.embeddings, "--embeddings")
+    if cfg.aggregate == "occurrence":
+        check_replaceable(occurrences_uri(cfg), "--aggregate occurrence's output")
     if cfg.aggregate == "occurrence" and GBIF_ID not in source.columns():
         raise ConfigError("--aggregate occurrence needs a gbifID column: use a Darwin Core Archive or a "
                           "manifest with gbifID")
@@ -84,6 +89,9 @@ def _check_output(cfg: ClassifyConfig) -> None:
     from plantray import storage
     from plantray.inference.outputs import PROGRESS, completion
 
+    storage.check_writable(cfg.output, "--output")
+    if cfg.overwrite:
+        check_replaceable(cfg.output, "--output")
     if cfg.overwrite or not storage.holds_data(cfg.output):
         if cfg.resume:
             raise ConfigError(f"--resume: --output {cfg.output!r} holds no classify run to continue; run "
@@ -132,25 +140,34 @@ def classify(cfg: ClassifyConfig) -> dict:
         ConfigError: bad model, input or output (or a ``--resume`` that cannot continue), before any work.
     """
     from plantray import storage
+
+    artifact, source = validate(cfg)
+    prior = location_prior(cfg, artifact.labels.names, source.columns())
+    # Ray (and with it torch) only once every check has passed: refusals stay quick and light.
     from plantray.cluster import ensure_ray
     from plantray.inference.outputs import mark_success, summarize
     from plantray.inference.pipeline import plan_for_cluster
 
-    artifact, source = validate(cfg)
-    prior = location_prior(cfg, artifact.labels.names, source.columns())
     if cfg.resume and storage.exists(storage.join(cfg.output, RUN_RECORD)):
         log.info("classify into %s already finished: nothing to resume", cfg.output)
         mark_success(cfg.output)  # a run killed between its record and _SUCCESS
         return _finished_summary(cfg.output)
+    console.headline(f"classifying {cfg.input} with model {artifact.card['name']} into {cfg.output}")
     ensure_ray(cfg.dashboard)
     plan = plan_for_cluster(cfg)
     log.info("classify plan: %s", plan)
+    console.say(f"  {plan.describe()}")
     started = utc_now()
-    if cfg.overwrite:
+    if cfg.overwrite:  # plantray's own outputs only (checked by validate)
         storage.remove(cfg.output)
         if cfg.embeddings:
             storage.remove(cfg.embeddings)
+    if not cfg.resume:
+        mark_output(cfg.output, "classify")
+        if cfg.embeddings:
+            mark_output(cfg.embeddings, "classify")
     start = time.perf_counter()
+    console.say("  reading the input rows")
     rows, progress, input_stats = read_input(cfg, artifact, source)
     resumed = run_chunks(cfg, artifact, plan, rows, progress, started, prior)
     summary = summarize(cfg.output, time.perf_counter() - start)
@@ -199,20 +216,25 @@ def run_chunks(cfg: ClassifyConfig, artifact, plan, rows, progress: dict, starte
     Returns:
         ``{"chunks_committed_before", "rows_committed_before", "discarded_files"}`` (zeros for a fresh run).
     """
+    from plantray.cluster import counting
     from plantray.inference import outputs
     from plantray.inference.chunks import chunk_rows
 
     discarded = outputs.discard_uncommitted(cfg.output) if cfg.resume else []
     done = outputs.committed_chunks(cfg.output)
     before = _committed_rows(cfg.output, done)
-    for chunk in range(progress["chunks"]):
-        if chunk in done:
-            continue
-        preds = identifications(chunk_rows(rows, chunk), cfg, artifact, plan, started, prior,
-                                chunk_embeddings(cfg, f"chunk-{chunk:06d}"))
-        outputs.write_predictions(preds, outputs.staging_dir(cfg.output, chunk), cfg.rows_per_file)
-        files = outputs.publish_chunk(cfg.output, chunk)
-        log.info("classify: chunk %d/%d committed (%d files)", chunk + 1, progress["chunks"], len(files))
+    chunks = progress["chunks"]
+    with console.Progress("classifying", total=progress["input_rows"], initial=before) as line:
+        for chunk in range(chunks):
+            if chunk in done:
+                continue
+            with counting(line) as counter:  # rows counted by the model actors as they finish batches
+                preds = identifications(chunk_rows(rows, chunk), cfg, artifact, plan, started, prior,
+                                        chunk_embeddings(cfg, f"chunk-{chunk:06d}"), counter)
+                outputs.write_predictions(preds, outputs.staging_dir(cfg.output, chunk), cfg.rows_per_file)
+            files = outputs.publish_chunk(cfg.output, chunk)
+            line.update(note=f"chunk {chunk + 1}/{chunks} committed" if chunks > 1 else None)
+            log.info("classify: chunk %d/%d committed (%d files)", chunk + 1, chunks, len(files))
     return {"chunks_committed_before": len(done), "rows_committed_before": before,
             "discarded_files": len(discarded)}
 
@@ -242,9 +264,15 @@ def aggregate(cfg: ClassifyConfig) -> dict:
     from plantray import storage
     from plantray.darwincore.occurrences import aggregate_occurrences
 
-    out = cfg.output.rstrip("/") + "_occurrences"
-    storage.remove(out)  # classify's own; a run killed while aggregating left part of it
+    out = occurrences_uri(cfg)
+    storage.remove(out)  # classify's own (validate checked); a run killed while aggregating left part of it
+    mark_output(out, "classify")
     return aggregate_occurrences(cfg.output, out, top_k=cfg.top_k, min_confidence=cfg.min_confidence)
+
+
+def occurrences_uri(cfg: ClassifyConfig) -> str:
+    """Where ``--aggregate occurrence`` writes: beside OUTPUT, ``<output>_occurrences``."""
+    return cfg.output.rstrip("/") + "_occurrences"
 
 
 def format_summary(summary: dict) -> str:

@@ -15,8 +15,9 @@ import re
 import time
 from dataclasses import dataclass
 
+from plantray import console
 from plantray.commands.options import ModelOptions, check_model_options, load_options, location_prior
-from plantray.commands.record import utc_now, write_run_record
+from plantray.commands.record import check_replaceable, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 from plantray.images.presets import TTA_MODES
 
@@ -121,8 +122,11 @@ def validate(cfg: EvaluateConfig) -> tuple[list, list, list[int]]:
     pairs = parse_tests(cfg.test)
     check([(cfg.min_train_images >= 0, f"--min-train-images {cfg.min_train_images} must be >= 0"),
            (cfg.bootstrap >= 0, f"--bootstrap {cfg.bootstrap} must be >= 0")])
+    storage.check_writable(cfg.output, "--output")
     if storage.holds_data(cfg.output) and not cfg.overwrite:
         raise ConfigError(f"--output {cfg.output!r} already holds data; choose a new directory or pass --overwrite")
+    if cfg.overwrite:
+        check_replaceable(cfg.output, "--output")
     uris = [cfg.model, *(cfg.compare or [])]
     artifacts = [load_artifact(u) for u in uris]
     for uri, art in zip(uris, artifacts):
@@ -162,8 +166,12 @@ def priors(cfg: EvaluateConfig, runs: list, tests: list) -> dict:
     return {r.label: location_prior(cfg, r.artifact.labels.names) for r in runs}
 
 
-def predictions(cfg: EvaluateConfig, run, tests: list, plan, prior=None, ood_sets: list | None = None):
-    """The lazy dataset of one model's per-image results over every test set and ``--ood`` set (crop predictor)."""
+def predictions(cfg: EvaluateConfig, run, tests: list, plan, prior=None, ood_sets: list | None = None,
+                progress=None):
+    """The lazy dataset of one model's per-image results over every test set and ``--ood`` set (crop predictor).
+
+    ``progress``: the :class:`plantray.cluster.ProgressCounter` of the console's progress line, or None.
+    """
     from plantray.columns import STATE_PROVINCE
     from plantray.evaluation.labelfilter import kept_rows
     from plantray.evaluation.ood import ood_rows
@@ -179,7 +187,7 @@ def predictions(cfg: EvaluateConfig, run, tests: list, plan, prior=None, ood_set
         rows = rows.union(ood_rows(ood_sets, extra))
     return predict(rows, view, load_options(cfg), plan, cfg.decode_batch_size,
                    predictor=CropPredictor, model_uri=run.uri, model_label=run.label, ks=tuple(report_ks(cfg.top_k)),
-                   prior=prior)
+                   prior=prior, progress=progress)
 
 
 def score_calibration(uri: str, run, entries: list[dict]) -> None:
@@ -222,7 +230,12 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         ConfigError: bad flags, models or test sets, before any work starts.
     """
     from plantray import storage
-    from plantray.cluster import ensure_ray
+
+    runs, tests, ks = validate(cfg)
+    run_priors = priors(cfg, runs, tests)
+    ood_sets = validate_ood(cfg)
+    # Ray (and with it torch) only once every check has passed: refusals stay quick and light.
+    from plantray.cluster import counting, ensure_ray
     from plantray.evaluation.ood import score_ood
     from plantray.evaluation.prior import score_prior
     from plantray.evaluation.report import write_report
@@ -230,21 +243,24 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     from plantray.images.crops import n_crops
     from plantray.inference.pipeline import plan_for_cluster
 
-    runs, tests, ks = validate(cfg)
-    run_priors = priors(cfg, runs, tests)
-    ood_sets = validate_ood(cfg)
+    console.headline(f"evaluating {len(runs)} model(s) on {len(tests)} test set(s) with {cfg.tta} into {cfg.output}")
     ensure_ray(cfg.dashboard)
     plan = plan_for_cluster(cfg, crops=n_crops(cfg.tta))
     log.info("evaluate plan: %s", plan)
+    console.say(f"  {plan.describe()}")
     started = utc_now()
-    if cfg.overwrite:
+    if cfg.overwrite:  # plantray's own output only (checked by validate)
         storage.remove(cfg.output)
+    mark_output(cfg.output, "evaluate")
     start = time.perf_counter()
     results, prior_results, ood = [], [], []
     for i, run in enumerate(runs):
         out = storage.join(cfg.output, PREDICTIONS, f"model_{i}")
         fs, path = storage.arrow_fs(out)
-        predictions(cfg, run, tests, plan, run_priors.get(run.label), ood_sets).write_parquet(path, filesystem=fs)
+        kept = None if ood_sets else sum(run.filters[t.name][1]["images"]["kept"] for t in tests)
+        with console.Progress(f"evaluating {run.label}", total=kept) as line, counting(line) as counter:
+            predictions(cfg, run, tests, plan, run_priors.get(run.label), ood_sets, counter).write_parquet(
+                path, filesystem=fs)
         entries = score_run(out, run, tests, ks, cfg.bootstrap, cfg.seed)
         score_calibration(out, run, entries)
         results += entries

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plantray.commands.record import run_record, utc_now
+from plantray.commands.record import check_replaceable, run_record, utc_now
 from plantray.config import ConfigError, JobConfig, field
 
 LICENSES = ["CC0-1.0", "CC-BY-4.0", "CC-BY-NC-4.0"]  # the three licences GBIF accepts for data
@@ -63,9 +63,13 @@ def export_dwca(cfg: ExportConfig) -> dict:
     if not cfg.out.lower().endswith(".zip"):
         raise ConfigError(f"OUT {cfg.out!r} must end in .zip (a Darwin Core Archive is a zip file)")
     metadata = cfg.dataset_metadata()
+    storage.check_writable(cfg.out, "OUT")
     if storage.exists(cfg.out) and not cfg.overwrite:
         raise ConfigError(f"OUT {cfg.out!r} exists; choose another name or pass --overwrite")
-    dataset, key = open_predictions(cfg.predictions)
+    if cfg.overwrite:
+        check_replaceable(cfg.out, "OUT")
+    with storage.named(cfg.predictions, "PREDICTIONS"):
+        dataset, key = open_predictions(cfg.predictions)
     started = utc_now()
     return write_archive(dataset, key, cfg.out, record=lambda s: run_record("export dwca", cfg, s, started),
                          metadata=metadata)

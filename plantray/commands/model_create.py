@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plantray.commands.record import utc_now, write_run_record
+from plantray.commands.record import check_replaceable, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, JobConfig, field
 
 
@@ -39,14 +39,18 @@ def create_model(cfg: ModelCreateConfig) -> dict:
     from plantray.model.labels import read_labels
     from plantray.model.network import build_model
 
+    storage.check_writable(cfg.out, "OUT")
     if storage.holds_data(cfg.out) and not cfg.overwrite:
         raise ConfigError(f"{cfg.out!r} already holds data; choose a new directory or pass --overwrite")
+    if cfg.overwrite:
+        check_replaceable(cfg.out, "OUT")
     started = utc_now()
     labels = read_labels(cfg.labels)
     model, provenance = build_model(cfg.arch, len(labels), cfg.weights)
     preset = EvalPreset(crop_size=cfg.image_size, resize_size=round(cfg.image_size * 256 / 224))
     card = make_card(cfg.arch, labels, preset, provenance, cfg.name, cfg.version,
                      training=None, labels_source=cfg.labels, doi=cfg.doi, url=cfg.url)
+    mark_output(cfg.out, "model create")
     card = save_artifact(cfg.out, model, labels, card)
     write_run_record(cfg.out, "model create", cfg, {"model": cfg.out, "sha256": card["weights"]["sha256"]}, started)
     return card

@@ -40,6 +40,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from plantray import console
 from plantray.commands.options import (
     InferenceOptions,
     check_embeddings,
@@ -86,6 +87,7 @@ def validate(cfg: NightlyConfig) -> tuple:
     Raises:
         ConfigError: naming the bad value and the fix.
     """
+    from plantray import storage
     from plantray.model.artifact import load_artifact
     from plantray.sources import open_source
     from plantray.storage import table as tbl
@@ -105,8 +107,10 @@ def validate(cfg: NightlyConfig) -> tuple:
             raise ConfigError(f"--since {cfg.since!r} is not an ISO date; write e.g. 2024-05-01 or "
                               "2024-05-01T12:00:00Z") from None
         since = since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)
-    tbl.check_location(cfg.table)
-    tbl.check_layout(cfg.table)
+    storage.check_writable(cfg.table, "--table")
+    with storage.named(cfg.table, "--table"):
+        tbl.check_location(cfg.table)
+        tbl.check_layout(cfg.table)
     check_embeddings(cfg, cfg.table, overwrite=True)  # each night adds its files to the same dataset
     artifact = load_artifact(cfg.model)
     source = open_source(cfg.input)
@@ -197,6 +201,9 @@ def nightly(cfg: NightlyConfig) -> dict:
             ``--run-id`` that already completed and left rows of this input unclassified.
         CommitConflict: a concurrent run committed part of a chunk's images first (that chunk not committed).
     """
+    artifact, source, since = validate(cfg)
+    geo = location_prior(cfg, artifact.labels.names, source.columns())
+    # Ray (and with it torch) only once every check has passed: refusals stay quick and light.
     from plantray.cluster import ensure_ray
     from plantray.columns import RESERVED_COLUMNS
     from plantray.commands import nightly_runs as runs
@@ -204,8 +211,7 @@ def nightly(cfg: NightlyConfig) -> dict:
     from plantray.inference.pipeline import plan_for_cluster
     from plantray.storage import table as tbl
 
-    artifact, source, since = validate(cfg)
-    geo = location_prior(cfg, artifact.labels.names, source.columns())
+    console.headline(f"nightly: classifying what {cfg.input} holds that the table {cfg.table} lacks")
     ensure_ray(cfg.dashboard)
     snap = tbl.snapshot(cfg.table)
     ds, _ = source.dataset(reserved=RESERVED_COLUMNS)
@@ -219,7 +225,7 @@ def nightly(cfg: NightlyConfig) -> dict:
     if reason is None:  # nothing to run: a completed explicit run id, or nothing left today
         return runs.noop_summary(cfg, artifact.sha256, choice, rows.count(), ds.count())
     if reason:
-        log.info("%s", reason)
+        console.say(f"  {reason}")
     plan = plan_for_cluster(cfg)
     collected = tbl.collect_garbage(cfg.table, snap, cfg.stale_hours * 3600)
     attempt = tbl.begin_attempt(cfg.table, choice.run_id)
@@ -238,6 +244,7 @@ def nightly(cfg: NightlyConfig) -> dict:
 
 def _run(cfg, artifact, ds, rows, columns, snap, plan, run_id, attempt, collected, geo=None, *,
          timing: tuple, after: dict) -> dict:
+    from plantray.cluster import counting
     from plantray.inference.chunks import DEFAULT_COMMIT_EVERY, add_chunks, chunk_count, chunk_rows
     from plantray.storage import table as tbl
 
@@ -249,12 +256,14 @@ def _run(cfg, artifact, ds, rows, columns, snap, plan, run_id, attempt, collecte
     rows = add_chunks(rows, columns, chunks).materialize()
     timings["plan_s"] = time.perf_counter() - start
     done, files = list(prior), 0
-    for chunk in range(resumed, chunks):
-        committed = _run_chunk(cfg, artifact, chunk_rows(rows, chunk), snap, plan, run_id, attempt, chunk,
-                               chunks, columns, started, timings, geo)
-        if committed is not None:
-            done.append(committed)
-            files += len(committed["files"])
+    with console.Progress("classifying", total=None if resumed else rows.count()) as line:
+        for chunk in range(resumed, chunks):
+            with counting(line) as counter:
+                committed = _run_chunk(cfg, artifact, chunk_rows(rows, chunk), snap, plan, run_id, attempt, chunk,
+                                       chunks, columns, started, timings, geo, counter)
+            if committed is not None:
+                done.append(committed)
+                files += len(committed["files"])
     counts = _counts(ds.count(), [c for c in done if c.get("status", "committed") == "committed"])
     counts["min_confidence"] = str(cfg.min_confidence)
     if geo is not None and files:  # the location prior's counts over this attempt's chunks
@@ -271,7 +280,7 @@ def _run(cfg, artifact, ds, rows, columns, snap, plan, run_id, attempt, collecte
 
 
 def _run_chunk(cfg, artifact, part, snap, plan, run_id, attempt, chunk, chunks, columns, started,
-               timings, geo=None) -> dict | None:
+               timings, geo=None, counter=None) -> dict | None:
     """Classifies, writes and commits one chunk. Returns its commit's metadata (None: nothing to commit)."""
     import pyarrow as pa
 
@@ -281,7 +290,7 @@ def _run_chunk(cfg, artifact, part, snap, plan, run_id, attempt, chunk, chunks, 
 
     start = time.perf_counter()
     preds = identifications(part, cfg, artifact, plan, started, geo,
-                            chunk_embeddings(cfg, run_id, f"chunk-{chunk:06d}"))
+                            chunk_embeddings(cfg, run_id, f"chunk-{chunk:06d}"), counter)
     preds = preds.map_batches(_with_run, fn_args=(run_id, chunk), batch_format="pyarrow", zero_copy_batch=True)
     write_predictions(preds, tbl.attempt_dir(cfg.table, run_id, attempt, chunk), cfg.rows_per_file)
     files, stats = _chunk_stats(cfg, run_id, attempt, chunk, time.perf_counter() - start)

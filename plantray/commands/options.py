@@ -154,22 +154,25 @@ def check_identification_options(cfg: InferenceOptions) -> None:
 
 def load_options(cfg: ModelOptions):
     """The loader's settings (:class:`plantray.images.loader.LoadOptions`) from the command's flags."""
+    from plantray import storage
     from plantray.images.loader import LoadOptions
 
     return LoadOptions(max_bytes=cfg.max_bytes, max_pixels=cfg.max_pixels, http_timeout=cfg.http_timeout,
-                       http_per_host=cfg.http_per_host, image_cache=cfg.image_cache)
+                       http_per_host=cfg.http_per_host, image_cache=storage.absolute(cfg.image_cache))
 
 
-def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str, prior=None, embeddings=None):
+def identifications(ds, cfg: InferenceOptions, artifact, plan, now_iso: str, prior=None, embeddings=None,
+                    progress=None):
     """The model stage of classify and nightly (:func:`plantray.darwincore.identify.identify`).
 
     ``embeddings``: where this chunk's vectors go (:func:`chunk_embeddings`); None: none are written.
+    ``progress``: the :class:`plantray.cluster.ProgressCounter` of the console's progress line, or None.
     """
     from plantray.darwincore.identify import identify
 
     return identify(ds, artifact, plan, load_options(cfg), cfg.decode_batch_size, top_k=cfg.top_k,
                     rollup_threshold=cfg.rollup_threshold, now_iso=now_iso, prior=prior,
-                    min_confidence=cfg.min_confidence, embeddings=embeddings)
+                    min_confidence=cfg.min_confidence, embeddings=embeddings, progress=progress)
 
 
 def chunk_embeddings(cfg: InferenceOptions, *parts: str) -> str | None:
@@ -200,6 +203,7 @@ def check_embeddings(cfg: InferenceOptions, output: str, overwrite: bool) -> Non
         return
     check([(cfg.embeddings.rstrip("/") != output.rstrip("/"),
             f"--embeddings {cfg.embeddings!r} is the predictions' location; give a directory of its own")])
+    storage.check_writable(cfg.embeddings, "--embeddings")
     if storage.holds_data(cfg.embeddings) and not overwrite:
         raise ConfigError(f"--embeddings {cfg.embeddings!r} already holds data; choose a new location or pass "
                           "--overwrite to replace it")

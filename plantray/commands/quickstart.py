@@ -11,18 +11,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from plantray import console
 from plantray.commands.options import RayOptions
-from plantray.commands.record import utc_now, write_run_record
+from plantray.commands.record import OUTPUT_MARKER, RUN_RECORD, made_by, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, field
 
 log = logging.getLogger(__name__)
+# What quickstart writes under --out: the only names it ever deletes there (a rerun replaces them).
+OWN_ENTRIES = ("data", "model", "report", "predictions", RUN_RECORD, OUTPUT_MARKER)
 
 
 @dataclass
 class QuickstartConfig(RayOptions):
     """Settings of ``plantray quickstart``."""
 
-    out: str = field("quickstart", help="directory for every output (replaced if it exists)")
+    out: str = field("quickstart", help="directory for every output: new or empty, or one an earlier quickstart "
+                     "made (its outputs are replaced; nothing else there is touched)")
     species: int = field(8, help="synthetic species")
     images_per_species: int = field(30, help="training images per species")
     arch: str = field("resnet18", help="torchvision architecture")
@@ -44,36 +48,56 @@ def quickstart(cfg: QuickstartConfig) -> dict:
 
     if cfg.epochs < 1 or cfg.species < 2:
         raise ConfigError("quickstart needs --epochs >= 1 and --species >= 2")
-    storage.remove(cfg.out)
+    claim_out(cfg.out)
     data, model = storage.join(cfg.out, "data"), storage.join(cfg.out, "model")
     report, predictions = storage.join(cfg.out, "report"), storage.join(cfg.out, "predictions")
     ensure_ray(cfg.dashboard)
     started = utc_now()
 
-    print(f"[1/4] synthesising {cfg.species} species into {data}", flush=True)
-    synthesize(SynthConfig(out=data, species=cfg.species, images_per_species=cfg.images_per_species,
-                           seed=cfg.seed))
-    print(f"[2/4] training {cfg.arch} at {cfg.image_size}px for {cfg.epochs} epochs -> {model}", flush=True)
-    train(TrainConfig(data=storage.join(data, "train.parquet"), output=model, arch=cfg.arch, init="random",
-                      epochs=cfg.epochs, num_workers=cfg.num_workers, image_size=cfg.image_size,
-                      lr=3e-3, seed=cfg.seed, data_license="CC0-1.0 (synthetic)",
-                      data_citation="plantray synth"))
-    print(f"[3/4] evaluating with ten-crop (labels with > 12 training images) -> {report}", flush=True)
-    summary = evaluate(EvaluateConfig(model=model, test=[f"synth-test={storage.join(data, 'test.parquet')}"],
-                                      tta="ten-crop", min_train_images=12, output=report))
-    print(format_report(summary), flush=True)
-    print(f"[4/4] classifying the unseen set -> {predictions}", flush=True)
-    print(format_summary(classify(ClassifyConfig(model=model, input=storage.join(data, "unseen.parquet"),
-                                                 output=predictions))), flush=True)
+    with console.step(f"[1/4] synthesising {cfg.species} species into {data}"):
+        synthesize(SynthConfig(out=data, species=cfg.species, images_per_species=cfg.images_per_species,
+                               seed=cfg.seed))
+    with console.step(f"[2/4] training {cfg.arch} at {cfg.image_size}px for {cfg.epochs} epochs -> {model}"):
+        train(TrainConfig(data=storage.join(data, "train.parquet"), output=model, arch=cfg.arch, init="random",
+                          epochs=cfg.epochs, num_workers=cfg.num_workers, image_size=cfg.image_size,
+                          lr=3e-3, seed=cfg.seed, data_license="CC0-1.0 (synthetic)",
+                          data_citation="plantray synth"))
+    with console.step(f"[3/4] evaluating with ten-crop (labels with > 12 training images) -> {report}"):
+        summary = evaluate(EvaluateConfig(model=model, test=[f"synth-test={storage.join(data, 'test.parquet')}"],
+                                          tta="ten-crop", min_train_images=12, output=report))
+        console.say(format_report(summary))
+    with console.step(f"[4/4] classifying the unseen set -> {predictions}"):
+        console.say(format_summary(classify(ClassifyConfig(model=model, input=storage.join(data, "unseen.parquet"),
+                                                           output=predictions))))
     outputs = {"data": data, "model": model, "report": storage.join(report, "report.md"), "predictions": predictions}
-    print("\nOutputs:\n" + "\n".join(f"  {k:<12} {v}" for k, v in outputs.items()))
     write_run_record(cfg.out, "quickstart", cfg, outputs, started)
     return outputs
 
 
+def claim_out(out: str) -> None:
+    """Makes ``out`` quickstart's own before any work: a new or empty directory is marked; one an earlier
+    quickstart marked has that run's outputs (:data:`OWN_ENTRIES`) removed; anything else is refused.
+
+    Raises:
+        ConfigError: ``out`` holds files and no quickstart marker (``--out .`` or ``--out ~`` never
+            lose a file).
+    """
+    from plantray import storage
+
+    if storage.holds_data(out):
+        if made_by(out) != "quickstart":
+            raise ConfigError(f"--out {out!r} is not empty and was not made by plantray quickstart (it has no "
+                              f"{OUTPUT_MARKER}); give a new or empty directory, e.g. --out quickstart")
+        for name in OWN_ENTRIES:
+            storage.remove(storage.join(out, name))
+    mark_output(out, "quickstart")
+
+
 def format_summary(outputs: dict) -> str:
-    """The CLI's closing line (the outputs were already listed)."""
-    return f"quickstart done: open {outputs['report']} and query {outputs['predictions']}"
+    """The CLI's closing lines: where each output is, and what to open first."""
+    listing = "\n".join(f"  {k:<12} {v}" for k, v in outputs.items())
+    return (f"\nOutputs:\n{listing}\n"
+            f"quickstart done: open {outputs['report']} and query {outputs['predictions']}")
 
 
 CONFIG = QuickstartConfig

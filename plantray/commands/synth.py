@@ -72,12 +72,17 @@ def synthesize(cfg: SynthConfig) -> dict:
 
     The summary's ``ood`` entry lists the out-of-distribution sets (:mod:`plantray.synth.ood`).
     """
-    from plantray.synth.dataset import make_species
+    from plantray import console
+    from plantray.synth.dataset import check_out, make_species, split_counts
     from plantray.synth.dataset import synthesize as generate
     from plantray.synth.ood import write_ood_sets
 
     started = utc_now()
-    summary = generate(cfg)
+    check_out(cfg.out)  # refuses a non-empty OUT before a line is printed
+    total = sum(sum(counts) for counts in split_counts(cfg).values())
+    console.headline(f"drawing {cfg.species} synthetic species into {cfg.out}")
+    with console.Progress("drawing", total=total) as line:
+        summary = generate(cfg, line)
     summary["ood"] = write_ood_sets(cfg, make_species(cfg.species, cfg.seed))
     write_run_record(cfg.out, "synth", cfg, summary, started)
     return summary

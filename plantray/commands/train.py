@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from plantray import console
 from plantray.commands.options import RayOptions
-from plantray.commands.record import utc_now, write_run_record
+from plantray.commands.record import made_by, mark_output, utc_now, write_run_record
 from plantray.config import ConfigError, check, field
 from plantray.images.presets import DEFAULT_MAX_PIXELS
 
@@ -76,7 +77,8 @@ class TrainConfig(RayOptions):
     decode_batch_size: int = field(16, help="images per decode/augment task batch")
     max_pixels: int = field(DEFAULT_MAX_PIXELS, help="larger images are skipped as unreadable")
     overwrite: bool = field(False, help="replace a model already in OUTPUT (resuming the same run needs no flag)")
-    fail_after_epoch: int | None = field(None, help="testing: make worker 0 fail once after this epoch")
+    fail_after_epoch: int | None = field(None, hidden=True, help="test hook: worker 0 fails once after this epoch "
+                                         "(as PLANTRAY_FAIL_AFTER_EPOCH does)")
 
 
 def validate(cfg: TrainConfig) -> dict:
@@ -87,7 +89,6 @@ def validate(cfg: TrainConfig) -> dict:
     """
     from plantray import storage
     from plantray.model.artifact import CARD
-    from plantray.model.network import check_arch
 
     check([(cfg.epochs >= 1, f"--epochs {cfg.epochs} must be >= 1"),
            (cfg.num_workers >= 1, f"--num-workers {cfg.num_workers} must be >= 1"),
@@ -105,15 +106,20 @@ def validate(cfg: TrainConfig) -> dict:
            (0 < cfg.scale_min <= 1, f"--scale-min {cfg.scale_min} must be in (0, 1]"),
            (cfg.cpus_per_worker is None or cfg.cpus_per_worker > 0, "--cpus-per-worker must be > 0"),
            (cfg.decode_batch_size >= 1, f"--decode-batch-size {cfg.decode_batch_size} must be >= 1")])
-    check_arch(cfg.arch)
     if cfg.init not in ("random", "imagenet") and not storage.exists(cfg.init):
         raise ConfigError(f"--init {cfg.init!r} does not exist; give 'imagenet', 'random' or a state-dict path/URI")
+    storage.check_writable(cfg.output, "--output")
+    if cfg.storage:
+        storage.check_writable(cfg.storage, "--storage")
     store = cfg.storage or default_storage(cfg.output)
     run_dir = storage.join(store, cfg.name)
     resuming = storage.exists(run_dir)
     if storage.exists(storage.join(cfg.output, CARD)) and not (resuming or cfg.overwrite):
         raise ConfigError(f"--output {cfg.output!r} already holds a model; choose a new location, pass "
                           "--overwrite, or resume its run with the same --name/--storage")
+    if not resuming and storage.holds_data(cfg.output) and made_by(cfg.output) is None:
+        raise ConfigError(f"--output {cfg.output!r} holds files plantray did not write; train writes the model "
+                          "(weights.pt, labels.csv, model_card.json) there: choose a new or empty directory")
     return {"storage": store, "run_dir": run_dir, "resuming": resuming}
 
 
@@ -137,21 +143,28 @@ def train(cfg: TrainConfig) -> dict:
     Raises:
         ConfigError: bad flags or data (empty, unlabelled, a single class, missing --init), before training.
     """
+    from plantray.sources import open_source
+
+    where = validate(cfg)
+    source = open_source(cfg.data, flag="--data")
+    source.check()
+    if cfg.val:
+        open_source(cfg.val, flag="--val").check()
+    from plantray.model.network import check_arch  # the last check: it needs torchvision's architectures
+
+    check_arch(cfg.arch)
+    # Ray and torch only once every check has passed: refusals stay quick and light.
     import ray
     import torch
 
     from plantray.cluster import ensure_ray
     from plantray.inference.planner import train_scaling
-    from plantray.sources import open_source
     from plantray.training.invocations import InvocationClock
     from plantray.training.run import write_model
 
-    where = validate(cfg)
     workers, per_worker = train_scaling(workers_asked(cfg), cfg.use_gpu, cfg.cpus_per_worker)
-    source = open_source(cfg.data, flag="--data")
-    source.check()
-    if cfg.val:
-        open_source(cfg.val, flag="--val").check()
+    mark_output(cfg.output, "train")
+    console.headline(f"training on {cfg.data} into {cfg.output}")
     ensure_ray(cfg.dashboard)
     started = utc_now()
     # The run's time over every invocation (a killed one included), not only this one's.
@@ -194,6 +207,7 @@ def _train(cfg: TrainConfig, source, where: dict, workers, per_worker: dict) -> 
     from plantray.training.run import loop_config, run_trainer
 
     # Data
+    console.say(f"  reading the labels of {cfg.data}")
     ds, _ = source.dataset(labels_from_dirs=True)
     labels, scan = scan_labels(ds, cfg.data)
     preset, eval_preset = build_presets(cfg)
@@ -205,7 +219,11 @@ def _train(cfg: TrainConfig, source, where: dict, workers, per_worker: dict) -> 
     # Train
     log.info("training %s on %d images of %d classes, %s worker(s), run %s", cfg.arch, scan["images"],
              len(labels), workers, where["run_dir"])
-    state, epochs_now = run_trainer(cfg, scaling, datasets, loop_config(cfg, labels, eval_preset, where), where)
+    console.say(f"  training {cfg.arch} on {scan['images']:,} images of {len(labels)} species for {cfg.epochs} "
+                f"epochs with {workers} worker(s)")
+    with console.Progress("training", total=cfg.epochs * scan["images"]) as line:
+        state, epochs_now = run_trainer(cfg, scaling, datasets, loop_config(cfg, labels, eval_preset, where), where,
+                                        line, scan["images"])
     return state, epochs_now, scan, labels, (preset, eval_preset), provenance
 
 

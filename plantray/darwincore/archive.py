@@ -36,8 +36,9 @@ CORE_IDENTIFICATION = ("identificationID", "scientificName", "taxonRank", "kingd
                        "identificationRemarks")
 _BATCH_ROWS = 10_000
 # Every column a history or media row may need (those absent from the predictions are skipped).
-_ROW_COLUMNS = (col.IMAGE_URI, col.CONFIDENCE, col.MODEL_NAME, col.MODEL_VERSION, col.MODEL_SHA256, col.ERROR,
-                col.TAG, "format", "type", "license", "rightsHolder", "creator", *m.IDENTIFICATION_TERMS,
+_ROW_COLUMNS = (col.IMAGE_URI, col.IMAGE_URI_ABSOLUTE, col.CONFIDENCE, col.MODEL_NAME, col.MODEL_VERSION,
+                col.MODEL_SHA256, col.ERROR, col.TAG, "format", "type", "license", "rightsHolder", "creator",
+                *m.IDENTIFICATION_TERMS,
                 *col.MACHINE_COLUMNS, *col.REVIEW_COLUMNS, col.VERBATIM_IDENTIFICATION)
 
 
@@ -151,7 +152,8 @@ def _write_identifications(zf: zipfile.ZipFile, dataset: pads.Dataset, key: str)
 def _media(row: dict) -> dict:
     """The Audubon Core description of the image a row was classified from."""
     return {"identifier": row[col.IMAGE_URI], "type": row.get("type") or "StillImage",
-            "accessURI": row[col.IMAGE_URI], "format": row.get("format"), "subjectPart": row.get(col.TAG),
+            "accessURI": row.get(col.IMAGE_URI_ABSOLUTE) or row[col.IMAGE_URI], "format": row.get("format"),
+            "subjectPart": row.get(col.TAG),
             "license": row.get("license"), "rightsHolder": row.get("rightsHolder"), "creator": row.get("creator")}
 
 

@@ -30,7 +30,8 @@ def machine_identification(row: dict) -> dict:
     ident = _machine_columns(row)
     rank = ident.get(col.TAXON_RANK) or ("species" if ident.get(col.SCIENTIFIC_NAME) else None)
     out = {**ident, col.TAXON_RANK: rank,
-           col.IDENTIFICATION_REFERENCES: ident.get(col.IDENTIFICATION_REFERENCES) or row[col.IMAGE_URI],
+           col.IDENTIFICATION_REFERENCES: (ident.get(col.IDENTIFICATION_REFERENCES) or row.get(col.IMAGE_URI_ABSOLUTE)
+                                           or row[col.IMAGE_URI]),
            col.CLASSIFICATION_METHOD: ident.get(col.CLASSIFICATION_METHOD) or col.MACHINE,
            col.CLASSIFICATION_PROBABILITY: ident.get(col.CLASSIFICATION_PROBABILITY, row.get(col.CONFIDENCE))}
     if not ident.get(col.IDENTIFICATION_ID):

@@ -15,7 +15,7 @@ from plantray.inference.planner import Plan
 
 def identify(ds: ray.data.Dataset, artifact, plan: Plan, load: LoadOptions, decode_batch_size: int, *,
              top_k: int, rollup_threshold: float, now_iso: str, prior=None,
-             min_confidence: float = 0.0, embeddings: str | None = None) -> ray.data.Dataset:
+             min_confidence: float = 0.0, embeddings: str | None = None, progress=None) -> ray.data.Dataset:
     """Input rows -> one identification per row: the model's centre crop, ranked names, roll-up, terms.
 
     Args:
@@ -30,12 +30,13 @@ def identify(ds: ray.data.Dataset, artifact, plan: Plan, load: LoadOptions, deco
         prior: a location prior (:class:`plantray.inference.prior.Prior`), or None.
         min_confidence: below it at every rank, no name (an honest "unknown"; implies the roll-up at it).
         embeddings: where the model actors write the images' penultimate-layer vectors (None: not written).
+        progress: a :class:`plantray.cluster.ProgressCounter` the model actors report their batches to, or None.
     Returns:
         The lazy dataset of prediction rows.
     """
     view = EvalView(EvalPreset.from_dict(artifact.card["input"]))
     return predict(ds, view, load, plan, decode_batch_size, model_uri=artifact.uri, top_k=top_k,
                    rollup_threshold=rollup_threshold, prior=prior, min_confidence=min_confidence,
-                   embeddings=embeddings,
+                   embeddings=embeddings, progress=progress,
                    finish=functools.partial(add_terms, model_card=artifact.card, now_iso=now_iso,
                                             min_confidence=min_confidence))

@@ -109,7 +109,9 @@ def machine_columns(table: pa.Table, model_card: dict) -> dict[str, pa.Array]:
     """
     by_id, described = model_reference(model_card)
     ok = [not _failed(e) for e in table.column(col.ERROR).to_pylist()]
-    uris = table.column(col.IMAGE_URI).to_pylist()
+    # The absolute URI when the predictor added it: identificationReferences must open from anywhere.
+    uris = table.column(col.IMAGE_URI_ABSOLUTE if col.IMAGE_URI_ABSOLUTE in table.column_names
+                        else col.IMAGE_URI).to_pylist()
     conf = table.column(col.CONFIDENCE).to_pylist()
     return {
         col.IDENTIFIED_BY_ID: pa.array([by_id if good else None for good in ok], pa.string()),

@@ -8,14 +8,17 @@ training counts, and says how many images and labels each reason drops.
 from __future__ import annotations
 
 import collections
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
 from plantray.columns import SOURCE_COLUMN
 from plantray.model.labels import Labels
 from plantray.sources import open_source
+
+if TYPE_CHECKING:  # the filter is computed before Ray starts (evaluate refuses bad test sets without it)
+    import ray
 
 UNKNOWN, TOO_FEW, NO_LABEL = "unknown species", "too few training images", "no label"
 

@@ -37,6 +37,7 @@ class LogitPredictor(Predictor):
                   else np.zeros((0, width), np.float32))
         true = table.column(col.SCIENTIFIC_NAME).to_pylist()
         index = [self.index.get(true[r], -1) for r in rows]
+        self.report(table)
         return pa.table({col.LABEL_INDEX: pa.array(scatter(index, rows, n), pa.int32()),
                          col.LOGITS: pa.array(scatter(list(logits), rows, n), pa.list_(pa.float32(), width)),
                          col.ERROR: table.column(col.ERROR)})

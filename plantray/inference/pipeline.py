@@ -6,6 +6,7 @@ import logging
 
 import ray
 
+from plantray import storage
 from plantray.images.loader import LoadOptions, View, load_batch
 from plantray.inference.planner import Plan, Resources, plan_inference
 from plantray.inference.predictor import Predictor
@@ -74,6 +75,9 @@ def predict(ds: ray.data.Dataset, view: View, load: LoadOptions, plan: Plan, dec
         The lazy dataset of predictions (nothing runs until it is consumed).
     """
     ds = decode(ds, view, load, decode_batch_size, plan.decode_cpus)
+    for key in ("model_uri", "embeddings"):  # the actors' working directory is not the command's
+        if predictor_kwargs.get(key):
+            predictor_kwargs[key] = storage.absolute(predictor_kwargs[key])
     return ds.map_batches(
         predictor,
         fn_constructor_kwargs=dict(use_gpu=plan.use_gpu, precision=plan.precision, threads=plan.threads,

@@ -37,6 +37,15 @@ def scatter(values: list, rows: np.ndarray, n: int) -> list:
     return out
 
 
+def with_absolute_uri(table: pa.Table) -> pa.Table:
+    """Adds ``image_uri_absolute`` after ``image_uri``: the resolved ``_source`` as an absolute URI."""
+    if col.IMAGE_URI_ABSOLUTE in table.column_names:
+        return table
+    absolute = pa.array([storage.absolute_uri(u) for u in table.column(col.SOURCE_COLUMN).to_pylist()], pa.string())
+    at = table.column_names.index(col.IMAGE_URI) + 1 if col.IMAGE_URI in table.column_names else 0
+    return table.add_column(at, col.IMAGE_URI_ABSOLUTE, absolute)
+
+
 class Predictor:
     """``map_batches`` actor: decoded pyarrow batch in, prediction columns out.
 
@@ -54,13 +63,16 @@ class Predictor:
         prior: a location prior (:class:`plantray.inference.prior.Prior`) applied before ranking.
         embeddings: directory/prefix where each batch's penultimate-layer vectors are written (see
             :meth:`write_embeddings`); None writes none.
+        progress: a :class:`plantray.cluster.ProgressCounter` handle told each batch's rows and failures
+            (the console's progress line), or None.
     """
 
     def __init__(self, model_uri: str, top_k: int = 5, use_gpu: bool = False, precision: str = "fp32",
                  threads: int | None = None, crops: int = 1, rollup_threshold: float = 0.0,
                  min_confidence: float = 0.0, finish: Callable[[pa.Table], pa.Table] | None = None,
-                 prior: Prior | None = None, embeddings: str | None = None):
+                 prior: Prior | None = None, embeddings: str | None = None, progress=None):
         self.artifact = load_artifact(model_uri)
+        self.progress = progress
         self.labels = self.artifact.labels
         self.net = Network(self.artifact, pick_device(use_gpu), precision, threads)
         self.top_k, self.crops = min(top_k, len(self.labels)), crops
@@ -86,13 +98,30 @@ class Predictor:
         if self.embeddings and len(rows):
             self.write_embeddings(table, rows)
         probs, prior_columns = self.apply_prior(table, probs, rows)
-        out = table.drop_columns([col.PIXELS, col.ERROR, col.SOURCE_COLUMN])
+        out = with_absolute_uri(table).drop_columns([col.PIXELS, col.ERROR, col.SOURCE_COLUMN])
         for name, array in self.trim_ranking({**self.columns(table, probs, rows), **prior_columns}).items():
             out = out.append_column(name, array)
         out = out.append_column(col.ERROR, table.column(col.ERROR))
         if self.finish is not None:
             out = self.finish(out)
+        self.report(table)
         return out.replace_schema_metadata({**(out.schema.metadata or {}), **self.metadata})
+
+    def report(self, table: pa.Table) -> None:
+        """Tells the progress counter this batch's rows and failed rows (counts only).
+
+        Waits (at most a second) until the counter has them: Ray Data stops the pool as soon as the last batch
+        is out, and a call still in flight from a stopped actor would be lost from the count.
+        """
+        if self.progress is None:
+            return
+        import ray
+
+        errors = table.column(col.ERROR)
+        try:
+            ray.wait([self.progress.add.remote(table.num_rows, len(errors) - errors.null_count)], timeout=1.0)
+        except Exception:  # a progress line must never cost a batch
+            self.progress = None
 
     def probabilities(self, images: np.ndarray, images_valid: int) -> np.ndarray:
         """float32 ``[V, C]``: the softmax averaged over each valid image's crops, from ONE forward pass.

@@ -18,14 +18,15 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from plantray import __version__, storage
 from plantray.config import ConfigError
 from plantray.images.presets import EvalPreset
 from plantray.model.labels import Labels, read_labels
-from plantray.model.network import get_network, replace_head
+
+if TYPE_CHECKING:  # torch only where weights are saved or built: reading a card must not cost its import
+    import torch
 
 WEIGHTS, LABELS, CARD = "weights.pt", "labels.csv", "model_card.json"
 
@@ -46,6 +47,8 @@ def make_card(arch: str, labels: Labels, preset: EvalPreset, provenance: dict, n
 
 def save_artifact(uri: str, model: torch.nn.Module, labels: Labels, card: dict) -> dict:
     """Writes a model directory; returns the final card (with ``weights.sha256``)."""
+    import torch
+
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     data = buf.getvalue()
@@ -85,6 +88,10 @@ class Artifact:
 
     def build(self) -> torch.nn.Module:
         """The network with these weights, in eval mode, on CPU."""
+        import torch
+
+        from plantray.model.network import get_network, replace_head
+
         model = get_network(self.card["arch"])
         replace_head(model, len(self.labels))
         state = torch.load(io.BytesIO(self.weights), map_location="cpu", weights_only=True)
@@ -95,7 +102,8 @@ class Artifact:
 def read_card(uri: str) -> dict:
     """Reads and checks a model card. Raises ConfigError for a missing or malformed model."""
     try:
-        card = json.loads(storage.read_bytes(storage.join(uri, CARD)))
+        with storage.named(uri, "--model"):
+            card = json.loads(storage.read_bytes(storage.join(uri, CARD)))
     except FileNotFoundError:
         raise ConfigError(f"--model {uri!r} is not a plantray model (no {CARD}); create one with "
                           "'plantray model create' or 'plantray train'") from None

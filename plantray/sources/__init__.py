@@ -38,13 +38,17 @@ def open_source(uri: str, flag: str = "--input") -> Source:
                           "column holds the http(s) URLs")
     if proto != "file" and proto not in storage.REMOTE_SCHEMES:
         raise ConfigError(f"{where}: unsupported scheme {proto!r}; use a local path, s3://, gs:// ...")
-    fs, path = storage.get_fs(uri)
-    if not fs.exists(path):
-        raise ConfigError(f"{where} does not exist; check the path (and AWS_ENDPOINT_URL for S3)")
+    with storage.named(uri, flag.rstrip("=")):  # no credentials, no endpoint, access denied: one line
+        fs, path = storage.get_fs(uri)
+        if not fs.exists(path):
+            reason = storage.missing_reason(uri)
+            raise ConfigError(f"{where}: {reason}; create it or correct the URI" if reason.startswith("bucket")
+                              else f"{where} does not exist; check the path (and AWS_ENDPOINT_URL for S3)")
+        is_dir = fs.isdir(path)
+        has_meta = is_dir and fs.exists(f"{path.rstrip('/')}/meta.xml")
     if manifest_format(uri):
         return Manifest(uri, flag)
-    is_dir = fs.isdir(path)
-    if packing(uri) != "dir" or (is_dir and fs.exists(f"{path.rstrip('/')}/meta.xml")):
+    if packing(uri) != "dir" or has_meta:
         return DarwinCoreArchive(uri, flag)
     if is_dir:
         return ImageTree(uri, flag)

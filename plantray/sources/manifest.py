@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from plantray import storage
@@ -23,7 +22,8 @@ from plantray.columns import IMAGE_URI, SOURCE_COLUMN
 from plantray.config import ConfigError
 from plantray.sources.base import LABEL, Source
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pyarrow.dataset loads pandas (a second): only counting labels needs it, never a refusal
+    import pyarrow.dataset as pads
     import ray
 
 MANIFEST_FORMATS = {".parquet": "parquet", ".csv": "csv"}
@@ -75,12 +75,29 @@ class Manifest(Source):
         return list(self._columns)
 
     def check(self) -> None:
-        """The manifest is readable and has ``image_uri``."""
+        """The manifest is readable, has ``image_uri`` and at least one row."""
         if IMAGE_URI not in self._columns:
             raise ConfigError(f"{self.name}: manifest has no {IMAGE_URI!r} column (columns: {self._columns[:10]}); "
                               f"name the column holding image paths/URLs {IMAGE_URI}")
+        if not self._has_rows:
+            raise ConfigError(f"{self.name}: manifest has a header and no rows, so there is nothing to do; give a "
+                              f"manifest with one row per image")
+
+    @cached_property
+    def _has_rows(self) -> bool:
+        """Whether a row follows the header: the Parquet footer's count, or a non-blank CSV line after the header."""
+        fs, path = storage.get_fs(self.uri)
+        with fs.open(path, "rb") as f:
+            if self.format == "parquet":
+                return pq.read_metadata(f).num_rows > 0
+            head = f.read(_HEADER_BYTES)
+        rest = head.partition(b"\n")[2]
+        # A header (or blank lines) longer than what was read cannot tell: the readers will.
+        return bool(rest.strip()) or len(head) == _HEADER_BYTES
 
     def _arrow_format(self) -> pads.FileFormat:
+        import pyarrow.dataset as pads
+
         if self.format == "parquet":
             return pads.ParquetFileFormat()
         # Identifiers (gbifID, catalogue numbers) must stay strings: never let CSV inference touch them.
@@ -90,6 +107,8 @@ class Manifest(Source):
         return pacsv.ConvertOptions(column_types={c: pa.string() for c in self._columns})
 
     def _count_labels(self) -> dict:
+        import pyarrow.dataset as pads
+
         fs, path = storage.arrow_fs(self.uri)
         counts: collections.Counter = collections.Counter()
         try:

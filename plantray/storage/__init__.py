@@ -5,13 +5,17 @@
 their own.
 """
 
+from plantray.storage.errors import StorageError, explain, named
 from plantray.storage.fs import (
     DEFAULT_MAX_BYTES,
     HTTP_SCHEMES,
     REMOTE_SCHEMES,
     MissingFilesystem,
+    absolute,
+    absolute_uri,
     arrow_fs,
     check_scheme,
+    check_writable,
     dirname,
     exists,
     get_fs,
@@ -19,6 +23,7 @@ from plantray.storage.fs import (
     join,
     list_files,
     makedirs,
+    missing_reason,
     move,
     open_for_write,
     read_bytes,
@@ -29,6 +34,9 @@ from plantray.storage.fs import (
     write_many,
 )
 
-__all__ = ["DEFAULT_MAX_BYTES", "HTTP_SCHEMES", "REMOTE_SCHEMES", "MissingFilesystem", "arrow_fs", "check_scheme",
-           "dirname", "exists", "get_fs", "holds_data", "join", "list_files", "makedirs", "move", "open_for_write",
-           "read_bytes", "remove", "resolve", "scheme", "write_bytes", "write_many"]
+__all__ = ["DEFAULT_MAX_BYTES", "HTTP_SCHEMES", "REMOTE_SCHEMES", "MissingFilesystem", "StorageError", "absolute",
+           "absolute_uri",
+           "arrow_fs",
+           "check_scheme", "check_writable", "dirname", "exists", "explain", "get_fs", "holds_data", "join",
+           "list_files", "makedirs", "missing_reason", "move", "named", "open_for_write", "read_bytes", "remove",
+           "resolve", "scheme", "write_bytes", "write_many"]

@@ -9,8 +9,10 @@ functions, never through fsspec or ``pyarrow.fs`` directly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import pathlib
 import posixpath
 import uuid
 from urllib.parse import urlparse
@@ -19,6 +21,7 @@ import fsspec
 import pyarrow.fs as pafs
 
 from plantray.config import DEFAULT_MAX_BYTES  # noqa: F401 (storage.DEFAULT_MAX_BYTES: one cap for every read)
+from plantray.storage.errors import StorageError, named
 
 REMOTE_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 HTTP_SCHEMES = {"http", "https"}
@@ -146,6 +149,25 @@ def resolve(uri: str, base: str) -> str:
     return join(base, uri)
 
 
+def absolute(uri: str | None) -> str | None:
+    """``uri`` with a local path made absolute (no scheme added), for Ray workers, whose working directory
+    is not the command's (a cluster's, or one a local Ray was started in). URIs with a scheme are kept."""
+    if not uri or scheme(uri) != "file":
+        return uri
+    return os.path.abspath(uri.removeprefix("file://"))
+
+
+def absolute_uri(uri: str | None) -> str | None:
+    """``uri`` as an absolute URI a reader anywhere can open: local paths become ``file://`` URIs
+    (percent-encoded), URIs with a scheme are kept. None stays None.
+    """
+    if not uri:
+        return uri
+    if scheme(uri) != "file" or uri.startswith("file://"):
+        return uri
+    return pathlib.Path(os.path.abspath(uri)).as_uri()
+
+
 def exists(uri: str) -> bool:
     """Whether ``uri`` exists (file or directory/prefix)."""
     fs, path = _fresh_fs(uri)
@@ -222,15 +244,76 @@ def makedirs(uri: str) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
+@contextlib.contextmanager
 def open_for_write(uri: str):
-    """A binary file object writing ``uri`` (parent directories created for local paths); use as a context.
+    """A binary file object writing ``uri``, published only when the block ends without an exception.
 
     For streams too large to hold (a Darwin Core Archive); small objects go through :func:`write_bytes`.
+    Locally the data goes to a hidden temporary file renamed into place at the end (parents created); an
+    object store's multipart upload is completed at the end or aborted. A failure mid-way (a full disk, a
+    lost connection) therefore never leaves a partial file that looks complete.
     """
     fs, path = get_fs(uri)
-    if scheme(uri) == "file":
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    return fs.open(path, "wb")
+    if scheme(uri) != "file":
+        f = fs.open(path, "wb")
+        try:
+            yield f
+        except BaseException:
+            getattr(f, "discard", f.close)()  # fsspec's buffered files: abort the upload
+            raise
+        f.close()
+        return
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def check_writable(uri: str, flag: str) -> None:
+    """Refuses an output location that cannot be written, before any work is done there.
+
+    Object stores: the store answers with these credentials and the bucket exists. Local paths: the nearest
+    existing parent is a directory this process may write (a read-only file system counts as not).
+
+    Args:
+        uri: the output location.
+        flag: the flag that gave it, for the message.
+    Raises:
+        StorageError: naming ``flag uri``, the cause and the fix.
+    """
+    where = f"{flag} {uri!r}"
+    with named(uri, flag):
+        if scheme(uri) != "file":
+            fs, path = get_fs(uri)
+            bucket = path.split("/", 1)[0]
+            fs.exists(path)  # raises for missing credentials or endpoint (a bucket-level exists swallows them)
+            if not fs.exists(bucket):
+                raise StorageError(where, f"bucket {bucket!r} does not exist", "create it or correct the URI")
+            return
+        target = os.path.abspath(uri.removeprefix("file://"))
+        parent = os.path.dirname(target) if os.path.isfile(target) else target  # a file is replaced: its dir
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise StorageError(where, f"{parent} is a file, not a directory", "choose a directory path")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "permission denied", parent)
+
+
+def missing_reason(uri: str) -> str:
+    """Why nothing is at ``uri``, for a message: the bucket is missing, or the path itself."""
+    if scheme(uri) != "file":
+        fs, path = get_fs(uri)
+        bucket = path.split("/", 1)[0]
+        if not fs.exists(bucket):
+            return f"bucket {bucket!r} does not exist"
+    return "does not exist"
 
 
 def remove(uri: str) -> None:

@@ -30,10 +30,10 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
 from plantray import storage
 from plantray.columns import CLASSIFICATION_METHOD, HUMAN, RUN_CHUNK, RUN_ID
@@ -48,6 +48,9 @@ from plantray.storage.legacylog import (  # noqa: F401 (the old layout: migrate 
     read_log,
     utc_now,
 )
+
+if TYPE_CHECKING:  # nightly and table refuse a bad table before Ray starts
+    import ray
 
 DATA, STAGING, RUNS = "data", "_staging", "_runs"
 KEY = "_key"  # one string key per row, built from the table's key columns (never stored)
@@ -216,6 +219,8 @@ def read_files(table_uri: str, files: list[str], columns: list[str] | None = Non
     """The rows of some data files (paths relative to the table); None when there are none."""
     if not files:
         return None
+    import ray
+
     uris = [storage.join(table_uri, f) for f in files]
     fs = storage.arrow_fs(uris[0])[0]
     return ray.data.read_parquet([storage.arrow_fs(u)[1] for u in uris], filesystem=fs, columns=columns)
@@ -226,6 +231,8 @@ def read_rows(snap: Snapshot, columns: list[str] | None = None) -> ray.data.Data
     (-1 for commits whose log entry was cleaned up). None when the table holds no files."""
     if snap.table is None or not snap.table.file_uris():
         return None
+    import ray
+
     wanted = None if columns is None else list(dict.fromkeys([*columns, RUN_ID, RUN_CHUNK]))
     # Ray's Delta reader: the snapshot's files read with the table's schema (older files lacking a
     # column, e.g. migrated ones without run_chunk, read it as null).

@@ -148,16 +148,23 @@ def split_counts(cfg) -> dict[str, list[int]]:
             "unseen": [cfg.unseen_per_species] * cfg.species}
 
 
-def _open_out(out: str) -> None:
+def check_out(out: str) -> None:
+    """Refuses a non-empty OUT (or one that cannot be reached) before any work; creates nothing."""
+    with storage.named(out, "OUT"):
+        if storage.holds_data(out):
+            raise ConfigError(f"out={out!r} exists and is not empty: pick an empty or new directory")
+
+
+def open_out(out: str) -> None:
     """Creates OUT, refusing a non-empty destination before any work."""
-    if storage.holds_data(out):
-        raise ConfigError(f"out={out!r} exists and is not empty: pick an empty or new directory")
-    storage.makedirs(out)
+    check_out(out)
+    with storage.named(out, "OUT"):
+        storage.makedirs(out)
 
 
 def _write_split(root: str, cfg, split: str, species: list[Species],
-                 counts: list[int]) -> list[dict]:
-    """Renders and writes one split's images; returns its manifest rows."""
+                 counts: list[int], progress=None) -> list[dict]:
+    """Renders and writes one split's images; returns its manifest rows (``progress``: a console line)."""
     rows = []
     for k, (sp, count) in enumerate(zip(species, counts)):
         files = {}
@@ -174,6 +181,8 @@ def _write_split(root: str, cfg, split: str, species: list[Species],
                          "taxonID": sp.taxon_id, "tag": tag, "width": w, "height": h,
                          "occurrenceID": f"urn:plantray:synth:{cfg.seed}:{split}:{sp.taxon_id}:{i}"})
         storage.write_many(files)  # one call per directory: object stores upload these concurrently
+        if progress is not None:
+            progress.update(progress.done + len(files))
     return rows
 
 
@@ -195,11 +204,12 @@ def _write_tables(root: str, cfg, species: list[Species], totals: dict[str, int]
     storage.write_bytes(storage.join(root, "README.txt"), readme.encode())
 
 
-def synthesize(cfg) -> dict:
+def synthesize(cfg, progress=None) -> dict:
     """Writes the synthetic dataset to ``cfg.out``; byte-identical output for the same config.
 
     Args:
         cfg: the generator config; ``cfg.out`` must not exist or be an empty directory.
+        progress: a :class:`plantray.console.Progress` told the images written so far, or None.
 
     Returns:
         A summary: ``out``, ``species`` (count), ``images`` (per split), ``train_counts``
@@ -211,14 +221,14 @@ def synthesize(cfg) -> dict:
     cfg.validate()
     counts = split_counts(cfg)
     image_size(cfg, np.random.default_rng(0))  # impossible size bounds fail before any file is written
-    _open_out(cfg.out)
+    open_out(cfg.out)
     species = make_species(cfg.species, cfg.seed)
     countries = getattr(cfg, "countries", 0)
     ranges = species_ranges([s.name for s in species], countries, cfg.seed) if countries else None
     schema = MANIFEST_SCHEMA.append(pa.field("countryCode", pa.string())) if ranges else MANIFEST_SCHEMA
     totals = {}
     for split in SPLITS:
-        rows = _write_split(cfg.out, cfg, split, species, counts[split])
+        rows = _write_split(cfg.out, cfg, split, species, counts[split], progress)
         if ranges:
             rows = add_countries(rows, ranges, cfg.seed)
         manifest = io.BytesIO()

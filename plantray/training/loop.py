@@ -156,6 +156,8 @@ def train_one_epoch(model, optimizer, shard, class_weights, device, cfg: dict, e
         loss.backward()
         optimizer.step()
         sums += torch.tensor([float(loss.detach()) * n, n, correct, skipped], dtype=torch.float64)
+        if cfg.get("progress") is not None:  # the driver's progress line: counts only, fire and forget
+            cfg["progress"].add.remote(n, skipped)
     sums = all_reduce(sums)
     n = max(sums[1].item(), 1.0)
     seconds = time.perf_counter() - start

@@ -44,8 +44,9 @@ class _Progress(ray.train.UserCallback):
         self.queue.put(metrics[0])
 
 
-def _print_progress(queue, epochs: int, stop: threading.Event, seen: list) -> None:
-    """Driver thread: one log line per epoch as the workers report (collected in ``seen``)."""
+def _print_progress(queue, epochs: int, stop: threading.Event, seen: list, line=None, images: int = 0) -> None:
+    """Driver thread: each epoch's metrics as the workers report them (collected in ``seen``), logged and
+    shown as the note of the console's progress ``line`` (whose counts the workers add per batch)."""
     from ray.util.queue import Empty
 
     while not (stop.is_set() and queue.empty()):
@@ -57,6 +58,10 @@ def _print_progress(queue, epochs: int, stop: threading.Event, seen: list) -> No
             return
         seen.append(metrics)
         log.info(curves.format_epoch(metrics, epochs))
+        if line is not None:
+            total = (epochs - int(metrics.get("restored_epoch") or 0)) * images or None  # a resumed run
+            line.update(note=f"epoch {metrics['epoch']}/{epochs} loss {metrics['loss']:.2f} "
+                        f"acc {metrics['accuracy']:.2f}", total=total)
 
 
 def _fit(trainer: TorchTrainer, retries: int = 1):
@@ -80,7 +85,7 @@ def _fit(trainer: TorchTrainer, retries: int = 1):
 
 
 def run_trainer(cfg: Any, scaling_config: ray.train.ScalingConfig, datasets: dict, loop_cfg: dict,
-                where: dict) -> tuple[dict, int]:
+                where: dict, line=None, images: int = 0) -> tuple[dict, int]:
     """Runs TorchTrainer to completion.
 
     Args:
@@ -89,6 +94,8 @@ def run_trainer(cfg: Any, scaling_config: ray.train.ScalingConfig, datasets: dic
         datasets: the Ray datasets handed to the workers (``train``, optionally ``val``).
         loop_cfg: the plain dict every worker receives (:func:`loop_config`).
         where: the run's ``storage`` location, from :func:`plantray.commands.train.validate`.
+        line: the console's progress line (:class:`plantray.console.Progress`), or None.
+        images: training images per epoch (the progress line's total is epochs x images).
     Returns:
         The final checkpoint's state and the number of epochs run by this call.
     Raises:
@@ -107,11 +114,12 @@ def run_trainer(cfg: Any, scaling_config: ray.train.ScalingConfig, datasets: dic
         callbacks=[_Progress(queue), wait], failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
     stop, seen = threading.Event(), []
-    printer = threading.Thread(target=_print_progress, args=(queue, cfg.epochs, stop, seen), daemon=True)
+    printer = threading.Thread(target=_print_progress, args=(queue, cfg.epochs, stop, seen, line, images),
+                               daemon=True)
     printer.start()
     try:
-        with start_timeout(cfg.resource_timeout):
-            result = _fit(TorchTrainer(train_loop_per_worker, train_loop_config=loop_cfg,
+        with start_timeout(cfg.resource_timeout), _counting(line) as counter:
+            result = _fit(TorchTrainer(train_loop_per_worker, train_loop_config={**loop_cfg, "progress": counter},
                                        scaling_config=scaling_config, run_config=run_config, datasets=datasets))
     finally:
         stop.set()
@@ -119,6 +127,15 @@ def run_trainer(cfg: Any, scaling_config: ray.train.ScalingConfig, datasets: dic
         queue.shutdown()
     with result.checkpoint.as_directory() as d:
         return load_checkpoint(os.path.join(d, CHECKPOINT_FILE)), len(seen)
+
+
+def _counting(line):
+    """:func:`plantray.cluster.counting` for the workers' per-batch image counts; a null context without a line."""
+    import contextlib
+
+    from plantray.cluster import counting
+
+    return counting(line) if line is not None else contextlib.nullcontext()
 
 
 def _on_this_node() -> dict:
@@ -150,12 +167,14 @@ def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict) -> di
     weights = None
     if cfg.class_balance != "none" and cfg.balance_mode == "loss":
         weights = class_weights(labels.train_images, cfg.class_balance)
-    return {"arch": cfg.arch, "init": cfg.init, "num_classes": len(labels), "epochs": cfg.epochs, "lr": cfg.lr,
+    init = cfg.init if cfg.init in ("random", "imagenet") else storage.absolute(cfg.init)  # workers' cwd differs
+    return {"arch": cfg.arch, "init": init, "num_classes": len(labels), "epochs": cfg.epochs, "lr": cfg.lr,
             "backbone_lr_scale": 1.0 if cfg.init == "random" else cfg.backbone_lr_scale,
             "batch_size": cfg.batch_size, "seed": cfg.seed, "shuffle_buffer": cfg.shuffle_buffer,
             "checkpoint_every": cfg.checkpoint_every, "class_weights": weights, "use_gpu": cfg.use_gpu,
             "mean": list(eval_preset.mean), "std": list(eval_preset.std), "has_val": bool(cfg.val),
-            "fail_after_epoch": _fail_after_epoch(), "run_dir": where["run_dir"],
+            "fail_after_epoch": cfg.fail_after_epoch or _fail_after_epoch(),
+            "run_dir": storage.absolute(where["run_dir"]),
             "fair_share_threads": cfg.cpus_per_worker is None}
 
 

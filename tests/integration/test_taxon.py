@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pathlib
 import xml.etree.ElementTree as ET
 import zipfile
 
@@ -188,7 +189,9 @@ def test_predictions_carry_taxon_ids_agreement_and_metadata(ray_session, tmp_pat
         tid, sid = EXPECTED[r["scientificName"]][:2]
         assert (r["taxonID"], r["scientificNameID"]) == (tid or None, sid or None)
         assert r["publisher_agreement"] == "no publisher name"
-        assert (r["identifiedByID"], r["identificationReferences"]) == (doi, f"{uri} | {url}")
+        # the image as an absolute URI a reader anywhere opens (image_uri stays as given)
+        assert r["image_uri_absolute"] == pathlib.Path(uri).resolve().as_uri()
+        assert (r["identifiedByID"], r["identificationReferences"]) == (doi, f"{r['image_uri_absolute']} | {url}")
         assert r["classificationMethod"] == "machine"
         assert r["classificationProbability"] == pytest.approx(r["confidence"]) and 0 < r["confidence"] <= 1
 
@@ -223,7 +226,7 @@ def test_predictions_carry_taxon_ids_agreement_and_metadata(ray_session, tmp_pat
     assert len(data) == len(ok)
     by_ref = {d["identificationReferences"]: d for d in data}
     for r in ok:
-        d = by_ref[f"{r['image_uri']} | {url}"]
+        d = by_ref[f"{r['image_uri_absolute']} | {url}"]  # the archive references the image's absolute URI
         assert d["gbifID"] == r["gbifID"] and d["taxonID"] == (EXPECTED[r["scientificName"]][0])
         assert (d["identifiedByID"], d["classificationMethod"]) == (doi, "machine")
         assert float(d["classificationProbability"]) == pytest.approx(r["confidence"], rel=1e-5)

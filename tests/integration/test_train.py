@@ -170,7 +170,7 @@ def test_bad_input_exits_2_with_the_reason(case, data, tmp_path, capsys, ray_ses
                                                                 "scientificName": ["Rosa canina"] * 2}), [],
                              "at least two"),
             "empty": (_manifest(tmp_path / "c.parquet", {"image_uri": [], "scientificName": []}), [],
-                      "holds no")}[case]
+                      "no rows")}[case]
     data_uri, extra, reason = args
     out = tmp_path / "out"
     # argparse keeps the last occurrence of a flag, so ``extra`` overrides --init random.
@@ -264,7 +264,7 @@ def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_addr
     # First invocation: measured from its "training ..." line to the epoch-2 checkpoint, then SIGKILLed
     # once its time has been recorded past that point (it records every few seconds).
     first = _Driver(args, ray_address)
-    start1 = first.wait("training line", lambda: first.seen("INFO plantray.commands.train: training"))
+    start1 = first.wait("training line", lambda: first.seen("training resnet18 on"))
     # The epoch directory appears while it is still being written; Ray Train registers it (and a restart
     # restores it) only once its checkpoint manager's snapshot names it.
     snapshot = run_dir / "checkpoint_manager_snapshot.json"
@@ -276,7 +276,7 @@ def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_addr
     assert not (out / "model_card.json").exists()
     # Second invocation resumes: measured from its "training ..." line to the final checkpoint.
     second = _Driver(args, ray_address)
-    start2 = second.wait("training line", lambda: second.seen("INFO plantray.commands.train: training"))
+    start2 = second.wait("training line", lambda: second.seen("training resnet18 on"))
     end2 = second.wait("epoch 3 checkpoint", lambda: (run_dir / "epoch_0003").exists() and time.monotonic())
     assert second.proc.wait(300) == 0, second.output()
     history = read_jsonl(out / "metrics.jsonl")

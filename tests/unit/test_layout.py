@@ -8,10 +8,11 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "plantray"
-# The pipeline, first to last; base modules (config, columns, reasons, cluster) may be imported by all.
+# The pipeline, first to last; base modules (config, columns, reasons, names, cluster, console) may be imported
+# by all.
 ORDER = ["storage", "sources", "images", "model", "inference", "darwincore", "review", "training", "evaluation",
          "synth", "commands", "cli", "__main__"]
-BASE = {"__init__", "config", "columns", "reasons", "cluster"}
+BASE = {"__init__", "config", "columns", "reasons", "names", "cluster", "console"}
 
 
 def stage(module: str) -> int:
