@@ -396,7 +396,10 @@
         state.appendChild(el("i", null, d.scientificName));
       }
       state.appendChild(document.createTextNode(" by " + d.identifiedBy));
-      if (!mine) state.appendChild(el("span", "before muted", " on " + d.dateIdentified + " (applied)"));
+      if (!mine) {
+        state.appendChild(el("span", "before muted", " on " + d.dateIdentified + " (applied)"));
+        if (d.remarks) state.appendChild(el("div", "before muted", d.remarks));
+      }
       else if (card.reviewed) state.appendChild(el("span", "before muted", " (replaces " + card.reviewed.decision +
         (card.reviewed.scientificName ? " as " + card.reviewed.scientificName : "") + " by " +
         card.reviewed.identifiedBy + ")"));
