@@ -423,6 +423,28 @@ def test_occurrence_decisions_apply_to_the_occurrences_and_to_their_images(brows
             (name, taxon[0], taxon[2]) if decision == "corrected" else
             (o["scientificName"], None, None) if decision == "unsure" else (None, None, None))
 
+    # re-checking: a site built from the applied occurrences shows their decisions; one more applies to them
+    site = str(tmp_path / "site-again")
+    assert main(["review", "build", out, "--out", site]) == 0
+    page = open_site(browser, site, len(occurrences))
+    shown = {c["key"]: c for c in dom_cards(page)}
+    for gbif, (_, decision, name) in choices.items():
+        assert "decided-before" in shown[gbif]["cls"].split() and shown[gbif]["state"].startswith(
+            f"{decision.capitalize()}{' as ' + name if name else ''} by {REVIEWER}")
+    target = next(k for k in classified if k not in choices)
+    start_reviewing(page)
+    page.click(f"#cards article[data-key='{target}'] .meta")
+    page.keyboard.press("n")
+    table = export(page, tmp_path / "more.csv")
+    page.close()
+    assert sorted(r[0] for r in table[1:]) == sorted(
+        r["identificationID"] for r in images if r["gbifID"] == target and r["error"] is None)
+    again = str(tmp_path / "occ-applied-again")
+    assert main(["review", "apply", "--predictions", out, "--decisions", str(tmp_path / "more.csv"), "--output",
+                 again]) == 0
+    assert {r["gbifID"]: r["review_decision"] for r in read(again)} == {
+        **{g: None for g in occ}, **{g: c[1] for g, c in choices.items()}, target: "not a plant"}
+
     # the same file applied to classify's OUTPUT: every image of those occurrences, then the archive
     out = str(tmp_path / "img-applied")
     assert main(["review", "apply", "--predictions", world["preds"], "--decisions", str(tmp_path / "decisions.csv"),
