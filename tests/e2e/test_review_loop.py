@@ -171,13 +171,16 @@ def decide(page, steps: dict, keys: list[str]) -> None:
         press, decision, name, remark = steps[key]
         page.keyboard.press(press)
         if press == "c":
-            page.keyboard.type(name)
+            # a label's name typed in lower case is saved as the label spells it (review apply compares spellings)
+            page.keyboard.type(name if name == OUTSIDE else name.lower())
             hint = focused_hint(page)
             if name == OUTSIDE:  # allowed, with a warning saying what review apply will do with it
                 assert "review apply refuses" in hint and "--checklist" in hint, hint
             else:  # species, genera and families of the labels are all names review apply takes
                 assert hint == "", (name, hint)
             page.keyboard.press("Enter")
+            alerts = page.text_content("#alerts")
+            assert (f"Saved \u201c{OUTSIDE}\u201d" in alerts) if name == OUTSIDE else alerts == "", alerts
         elif press == "e":
             page.keyboard.type(remark)
             page.keyboard.press("Enter")

@@ -11,6 +11,8 @@
 
   var D = window.PlantrayDecisions;  // decisions.js
   var DECISIONS = D.DECISIONS, HEADER = D.HEADER;
+  var NOT_A_LABEL = "Not in the model's labels: plantray review apply refuses this name unless the labels or a " +
+    "checklist given with --checklist have it.";
   var AGREEMENT_RANK = {"different": 0, "same genus": 1, "no publisher name": 2, "same species": 4};
 
   var site = null;          // data/site.js
@@ -355,8 +357,7 @@
       var v = input.value.trim();
       var lower = v.toLowerCase();
       var known = labelSet.has(v) || labels.some(function (n) { return n.toLowerCase().indexOf(lower) === 0; });
-      hint.textContent = v && labels.length && !known ? "Not in the model's labels: plantray review apply refuses " +
-        "this name unless the labels or a checklist given with --checklist have it." : "";
+      hint.textContent = v && labels.length && !known ? NOT_A_LABEL : "";
     });
     correct.appendChild(input);
     correct.appendChild(hint);
@@ -502,9 +503,26 @@
     }
   }
 
+  // The label a typed name stands for, as review apply will look it up: the label itself (any case, "x" for a
+  // hybrid's "×"), or the label followed by its authorship ("Quercus robur L., 1753"); null for another name.
+  function labelOf(name) {
+    var v = name.replace(/\s+/g, " ").replace(/ x /g, " \u00d7 "), lower = v.toLowerCase();
+    for (var i = 0; i < labels.length; i++) {
+      var l = labels[i].toLowerCase();
+      if (lower === l) return labels[i];
+      if (lower.indexOf(l + " ") === 0 && /^[A-Z(]/.test(v.charAt(l.length + 1))) return name;
+    }
+    return null;
+  }
+
   function correctTo(card, name) {
     name = name.trim();
     if (!name) return;
+    var label = labels.length ? labelOf(name) : name;
+    // Saved as the label's spelling when only the case differs (review apply compares names as spelt); any
+    // other name is saved as typed, with a warning that outlives the correction field.
+    alertBox(label ? null : "Saved \u201c" + name + "\u201d: " + NOT_A_LABEL, "name");
+    name = label || name;
     decide(card, name === card.name ? "accepted" : "corrected", name);
   }
 
