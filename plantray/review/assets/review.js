@@ -437,11 +437,14 @@
   }
 
   function updateProgress() {
-    var done = earlier;  // decided before, plus this browser's decisions on the other cards loaded
-    store.decisions.forEach(function (d, key) { var c = byKey.get(key); if (c && !c.reviewed) done += 1; });
+    var done = earlier, others = 0;  // decided before, plus this browser's decisions on the other cards loaded
+    store.decisions.forEach(function (d, key) {
+      var c = byKey.get(key);
+      if (!c) others += 1;
+      else if (!c.reviewed) done += 1;
+    });
     var total = site ? site.cards : 0;
     var text = "Reviewed " + done.toLocaleString() + " / " + total.toLocaleString();
-    var others = store.decisions.size - done;
     if (pagesLoaded >= (site ? site.pages : 0) && others > 0) {
       text += " (+" + others.toLocaleString() + " kept from an earlier build, exported too)";
     }
