@@ -101,7 +101,7 @@ def _source_config(p) -> dict:
     """The config of the run that made the predictions (model, input): a classify OUTPUT's run record (that of
     OUTPUT for OUTPUT_occurrences), an applied OUTPUT's source, or a nightly table's newest commit."""
     from plantray.review.inputs import OCCURRENCES_SUFFIX
-    from plantray.review.naming import run_config
+    from plantray.review.predictions import run_config
 
     if p.table is not None:
         commit = next((c for c in reversed(p.table.commits()) if c.get("model_uri")), {})

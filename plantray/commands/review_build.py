@@ -83,20 +83,25 @@ def validate(cfg: ReviewBuildConfig):
 
 def _labels(cfg: ReviewBuildConfig, predictions) -> list[str] | None:
     """The names corrections complete from: ``--labels`` (refused when unreadable), else the run's model's
-    (None when it cannot be read: the page then completes from the top-k names of its cards)."""
+    (None when it cannot be read: the page then completes from the top-k names of its cards). With the
+    species, their genera and families: ``review apply`` takes those too (a person may name only the genus)."""
     from plantray import storage
     from plantray.model.labels import read_labels
 
     if cfg.labels:
         uri = cfg.labels if not storage.exists(storage.join(cfg.labels, "labels.csv")) else \
             storage.join(cfg.labels, "labels.csv")
-        return read_labels(uri).names
+        return _names(read_labels(uri))
     model = predictions.image_predictions().config.get("model")
     try:
-        return read_labels(storage.join(model, "labels.csv")).names if model else None
+        return _names(read_labels(storage.join(model, "labels.csv"))) if model else None
     except (ConfigError, OSError) as e:
         log.info("review build: the model's labels (%s) cannot be read (%s); names complete from the top-k", model, e)
         return None
+
+
+def _names(labels) -> list[str]:
+    return [*labels.names, *(g for g in labels.genus if g), *(f for f in labels.family if f)]
 
 
 def _site_dir(out: str) -> str | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from plantray import columns as col
 from plantray import storage
@@ -78,6 +79,50 @@ def image_link(uri: str | None, source: str | None, site_dir: str | None) -> str
         return None
     rel = posixpath.normpath(os.path.relpath(source, site_dir))
     return quote(rel if rel.startswith("../") else "./" + rel)
+
+
+def machine_view(table: pa.Table) -> pa.Table:
+    """Rows as the machine predicted them: on rows a person decided (``review apply``'s OUTPUT, a reviewed
+    nightly table) the identification columns come back from ``machine_*``.
+
+    So a card shows the model's name beside its top names and confidence, keeps the prediction's
+    ``identificationID`` as its key (decisions made on it apply to classify's OUTPUT and to the applied one
+    alike), and ``--select`` and ``--order`` see what the model said; the person's decision is shown beside it
+    (:func:`reviews`).
+    """
+    if col.REVIEW_DECISION not in table.column_names:
+        return table
+    decided = pc.is_valid(table.column(col.REVIEW_DECISION))
+    for name in col.IDENTIFICATION_COLUMNS:
+        machine = col.MACHINE_PREFIX + name
+        if name in table.column_names and machine in table.column_names:
+            current = table.column(name)
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     pc.if_else(decided, table.column(machine).cast(current.type), current))
+    return table
+
+
+def reviews(table: pa.Table) -> list[dict | None]:
+    """Per row, the decision a person made on it already (``review apply``), as the page keeps decisions
+    (``decision``, ``scientificName``, ``identifiedBy``, ``dateIdentified``, ``remarks``); None when undecided.
+
+    Args:
+        table: the rows as stored (the person's identification current), not their :func:`machine_view`.
+    """
+    decisions = _column(table, col.REVIEW_DECISION)
+    if not any(decisions):
+        return [None] * table.num_rows
+    names, by = _column(table, col.SCIENTIFIC_NAME), _column(table, col.REVIEW_IDENTIFIED_BY)
+    dates, remarks = _column(table, col.REVIEW_DATE_IDENTIFIED), _column(table, col.REVIEW_REMARKS)
+    out = []
+    for i, decision in enumerate(decisions):
+        if not decision:
+            out.append(None)
+            continue
+        named = decision in (col.ACCEPTED, col.CORRECTED)
+        out.append({"decision": decision, "scientificName": (names[i] or "") if named else "",
+                    "identifiedBy": by[i] or "", "dateIdentified": dates[i] or "", "remarks": remarks[i] or ""})
+    return out
 
 
 def _column(table: pa.Table, name: str | None) -> list:
@@ -152,8 +197,9 @@ def _card_columns(table: pa.Table, options: CardOptions) -> dict[str, list]:
             "_sort1": [s[0] for s in sort], "_sort2": [s[1] for s in sort]}
 
 
-def _card_json(table: pa.Table, base: dict[str, list]) -> list[dict]:
-    """The page's view of each row (images and ids are added by the caller)."""
+def _card_json(table: pa.Table, base: dict[str, list], reviewed: list[dict | None]) -> list[dict]:
+    """The page's view of each row (images and ids are added by the caller); ``reviewed``: per row, the
+    decision a person made on it already (:func:`reviews`)."""
     get = {name: _column(table, name) for name in (
         col.TAXON_RANK, col.TOPK_NAMES, col.TOPK_CONFIDENCE, col.GENUS, col.FAMILY, col.TAXON_ID, col.ERROR,
         "identificationRemarks", "identifiedBy", "dateIdentified", col.GBIF_ID, col.OCCURRENCE_ID, "images_used",
@@ -172,6 +218,7 @@ def _card_json(table: pa.Table, base: dict[str, list]) -> list[dict]:
                 "dateIdentified": _text(get["dateIdentified"][i])}
         if get["images_used"][i] is not None:
             card["imagesUsed"], card["imagesFailed"] = get["images_used"][i], get["images_failed"][i]
+        card["reviewed"] = reviewed[i]
         cards.append({k: v for k, v in card.items() if v is not None and v != []})
     return cards
 
@@ -193,9 +240,11 @@ def image_cards(table: pa.Table, options: CardOptions) -> pa.Table:
     Returns:
         One card row per prediction row (:data:`CARD_SCHEMA`).
     """
+    reviewed = reviews(table)
+    table = machine_view(table)
     base = _card_columns(table, options)
     images = image_info(table, options)
-    cards = _card_json(table, base)
+    cards = _card_json(table, base, reviewed)
     keys = [img.pop("id") for img in images]
     for card, key, img in zip(cards, keys, images):
         card.update(key=key, ids=[key] if key else [], images=[img])
@@ -208,6 +257,8 @@ def occurrence_cards(table: pa.Table, options: CardOptions) -> pa.Table:
     An occurrence whose images all failed is an ``errors`` card. Its images and ids come from the per-image
     predictions (:func:`image_groups`, :func:`attach_images`).
     """
+    reviewed = reviews(table)
+    table = machine_view(table)
     base = _card_columns(table, options)
     used = _column(table, "images_used")
     for i, n in enumerate(used):
@@ -215,9 +266,10 @@ def occurrence_cards(table: pa.Table, options: CardOptions) -> pa.Table:
             base["kind"][i] = ERRORS
             base["_species"][i] = species_group(ERRORS, None, "no image classified")
             base["_sort1"][i] = order_keys(ERRORS, None, None, None, options.order)[0]
-    cards = _card_json(table, base)
+    cards = _card_json(table, base, reviewed)
     keys = [_text(k) for k in _column(table, options.occurrence_key)]
-    # An occurrence output with identifications of its own is decided by them; else by its images' (joined later)
+    # An occurrence is decided by its classified images' identificationIDs (joined later), so the decisions
+    # apply to the classify OUTPUT as well as to OUTPUT_occurrences; by its own only when it has none.
     own = [[i] if i else [] for i in (_text(v) for v in _column(table, "identificationID"))]
     for card, key in zip(cards, keys):
         card["key"] = key
@@ -226,7 +278,7 @@ def occurrence_cards(table: pa.Table, options: CardOptions) -> pa.Table:
 
 def image_rows(table: pa.Table, options: CardOptions) -> pa.Table:
     """``map_batches``: per-image predictions -> (occurrence id, the image as a card shows it) for grouping."""
-    images = image_info(table, options)
+    images = image_info(machine_view(table), options)
     keys = [_text(k) for k in _column(table, options.occurrence_key)]
     kept = [i for i, k in enumerate(keys) if k is not None]  # an image of no occurrence belongs to no card
     return pa.table({"_occurrence": pa.array([keys[i] for i in kept], pa.string()),
@@ -256,7 +308,7 @@ def attach_images(table: pa.Table) -> pa.Table:
                                       table.column("_sources").to_pylist()):
         card = json.loads(card)
         card.update(json.loads(extra) if extra else {"images": [], "imagesTotal": 0})
-        card["ids"] = own or i or []
+        card["ids"] = i or own or []
         cards.append(json.dumps(card, ensure_ascii=True, separators=(",", ":")))
         ids.append(card["ids"])
         sources.append(s or [])

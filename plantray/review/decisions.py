@@ -11,7 +11,7 @@ decided prediction:
 - ``identifiedBy``: the reviewer;
 - ``dateIdentified``: ISO 8601, a date (``2026-05-01``, or ``2026-05``, ``2026``) or a date-time
   (``2026-05-01T14:03:22Z``, ``2026-05-01T14:03:22.5+02:00``);
-- ``identificationRemarks``: free text, may be empty.
+- ``identificationRemarks``: free text, may be empty (line breaks in it are read as LF, whatever the file's).
 
 Blank lines are skipped. The file is small (one row per decision) and is read whole.
 """
@@ -76,7 +76,10 @@ def valid_date(text: str) -> bool:
 
 def _problem(row: list[str]) -> str | None:
     """What is wrong with one data row (the fix included), None when it is fine."""
-    if len(row) != len(HEADER):
+    if len(row) < len(HEADER):
+        return (f"{len(row)} fields where the header has {len(HEADER)} (end the row with a comma when its "
+                "identificationRemarks is empty)")
+    if len(row) > len(HEADER):
         return f"{len(row)} fields where the header has {len(HEADER)} (quote a value that holds a comma)"
     ident, decision, name, by, date, _ = (v.strip() for v in row)
     if not ident:
@@ -93,6 +96,12 @@ def _problem(row: list[str]) -> str | None:
     if not valid_date(date):
         return f"dateIdentified {date!r} is not an ISO 8601 date or date-time (e.g. 2026-05-01 or 2026-05-01T14:03:22Z)"
     return None
+
+
+def _lines(text: str) -> str:
+    """Line breaks inside a quoted value as ``\\n``: a file saved with CRLF (Windows, the page's export) and one
+    saved with LF give the same remarks, so the same output."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def parse_decisions(text: str, source: str) -> list[Decision]:
@@ -128,7 +137,7 @@ def parse_decisions(text: str, source: str) -> list[Decision]:
                 continue
             ident, decision, name, by, date, remarks = (v.strip() for v in row)
             seen[ident] = start
-            decisions.append(Decision(start, ident, decision, name or None, by, date, remarks or None))
+            decisions.append(Decision(start, ident, decision, name or None, by, date, _lines(remarks) or None))
     except csv.Error as e:
         problems.append(f"line {line}: {e} (an unclosed quote?)")
     if problems:

@@ -17,8 +17,8 @@ from plantray import storage
 from plantray.config import ConfigError
 from plantray.review.apply import Resolved, occurrence_key, with_occurrence_ids
 from plantray.review.decisions import DecisionsError
+from plantray.review.predictions import OCCURRENCES_SUFFIX, source_predictions
 
-OCCURRENCES_SUFFIX = "_occurrences"  # classify --aggregate occurrence writes OUTPUT_occurrences
 _BATCH = 65_536
 
 
@@ -164,7 +164,7 @@ def _occurrence_decisions(p: Predictions, decisions: dict[str, Resolved]) -> dic
     Raises:
         DecisionsError: an identificationID in no image, or images of one occurrence decided differently.
     """
-    uri = p.uri.rstrip("/")
+    uri = source_predictions(p.uri).rstrip("/")  # review apply's OUTPUT: the OUTPUT_occurrences it was applied to
     if not uri.endswith(OCCURRENCES_SUFFIX):
         _unknown(decisions, set(), f"--predictions {p.uri!r}")
     images, _ = _parquet(uri[: -len(OCCURRENCES_SUFFIX)], "the occurrences' images")

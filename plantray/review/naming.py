@@ -8,7 +8,6 @@ families (a person may name only the genus); names found nowhere are matched aga
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from plantray import storage
@@ -79,18 +78,6 @@ def labels_of(predictions: str, config: dict) -> str | None:
         return None
     uri = storage.join(model, "labels.csv")
     return uri if storage.exists(uri) else None
-
-
-def run_config(uri: str) -> dict:
-    """The config of the run whose record sits in ``uri`` (``{}`` when there is none)."""
-    try:
-        record = json.loads(storage.read_bytes(storage.join(uri, "_plantray_run.json")))
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return {}
-    config = record.get("config") or {}
-    if record.get("command") == "review apply":  # applied predictions: the run they were applied to
-        return {**config, **(record.get("summary") or {}).get("source_config", {})}
-    return config
 
 
 def open_labels(uri: str | None, predictions: str) -> Labels:

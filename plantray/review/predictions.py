@@ -61,13 +61,45 @@ def _parquet_columns(uri: str) -> list[str]:
         raise ConfigError(f"PREDICTIONS {uri!r} is not a Parquet dataset or Delta table ({e})") from None
 
 
+def _record(uri: str) -> dict:
+    """The run record in ``uri`` (``{}`` when there is none)."""
+    try:
+        return json.loads(storage.read_bytes(storage.join(uri, RUN_RECORD)))
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return {}
+
+
+def run_config(uri: str) -> dict:
+    """The config of the run that made the predictions in ``uri`` (``{}`` when unknown).
+
+    ``review apply``'s OUTPUT keeps its own flags in its record's ``config`` and those of the run that made
+    the predictions (``model``, ``input``) in ``summary.source_config``; the latter win, so labels and
+    relative image paths are found the same for applied predictions as for classify's.
+    """
+    record = _record(uri)
+    config = record.get("config") or {}
+    if record.get("command") == "review apply":
+        return {**config, **(record.get("summary") or {}).get("source_config", {})}
+    return config
+
+
+def source_predictions(uri: str) -> str:
+    """The predictions ``review apply`` read to write ``uri``, followed back to the first that it did not
+    write (``uri`` itself when it is not an applied OUTPUT)."""
+    seen = set()
+    while uri not in seen:
+        seen.add(uri)
+        record = _record(uri)
+        if record.get("command") != "review apply" or not (record.get("config") or {}).get("predictions"):
+            return uri
+        uri = record["config"]["predictions"]
+    return uri
+
+
 def _run_config(uri: str, kind: str) -> dict:
     """The config of the run that wrote ``uri``: its own run record, or a nightly table's newest run's."""
     if kind != TABLE:
-        try:
-            return json.loads(storage.read_bytes(storage.join(uri, RUN_RECORD))).get("config", {})
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return {}
+        return run_config(uri)
     fs, path = storage.get_fs(storage.join(uri, "_runs"))
     records = sorted(fs.glob(f"{path}/*/{RUN_RECORD}")) if fs.exists(path) else []
     newest = max(records, key=lambda p: fs.info(p).get("mtime") or fs.info(p).get("LastModified") or 0,
@@ -121,8 +153,9 @@ def open_predictions(uri: str, images: str | None = None) -> Predictions:
         return p
     if p.occurrence_key is None:
         raise ConfigError(f"PREDICTIONS {uri!r} has no gbifID or occurrenceID column to show its images by")
-    images = images or (uri.rstrip("/")[: -len(OCCURRENCES_SUFFIX)] if uri.rstrip("/").endswith(OCCURRENCES_SUFFIX)
-                        else None)
+    # OUTPUT_occurrences -> OUTPUT; for review apply's OUTPUT, the OUTPUT_occurrences it was applied to
+    origin = source_predictions(uri).rstrip("/")
+    images = images or (origin[: -len(OCCURRENCES_SUFFIX)] if origin.endswith(OCCURRENCES_SUFFIX) else None)
     if not images:
         raise ConfigError(f"PREDICTIONS {uri!r} holds occurrences: pass --images with the per-image predictions "
                           "(the classify OUTPUT it was aggregated from)")

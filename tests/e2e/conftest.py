@@ -1,12 +1,15 @@
-"""Fixtures of the end-to-end tests: one real two-node Ray cluster shared by every test that needs two nodes."""
+"""Fixtures of the end-to-end tests: one real two-node Ray cluster shared by every test that needs two nodes;
+headless Chromium for the review page (one browser per test module)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.multinode import RayCluster, is_alive
+from tests.review_data import CHROMIUM, CHROMIUM_ARGS
 
 ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # a default local Ray's address: the harness never touches it
 
@@ -37,3 +40,19 @@ def two_nodes(_shared_two_nodes) -> RayCluster:
     _shared_two_nodes.replace_lost_workers()
     assert len(_shared_two_nodes.worker_node_ids) == 1
     return _shared_two_nodes
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium chromium-driver)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield b
+    b.close()

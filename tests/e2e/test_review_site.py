@@ -26,27 +26,12 @@ import requests
 from plantray.cli import main
 from tests.conftest import free_port
 from tests.helpers import SPECIES, jpeg_bytes, write
+from tests.review_browser import dom_cards, open_site
 from tests.review_data import CHROMIUM, CHROMIUM_ARGS, classified, prediction_row, read_rows, write_predictions
 
 pytestmark = pytest.mark.browser
 HEADER = ["identificationID", "decision", "scientificName", "identifiedBy", "dateIdentified",
           "identificationRemarks"]
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium chromium-driver)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright):
-    b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,39 +46,6 @@ def site(predictions, tmp_path_factory):
     assert main(["review", "build", predictions["predictions"], "--out", out, "--order", "confidence",
                  "--page-rows", "4"]) == 0
     return out
-
-
-def url(site: str) -> str:
-    return "file://" + quote(os.path.join(site, "index.html"))
-
-
-def open_site(context_or_browser, site: str, cards: int):
-    """A page with the site open and all its cards loaded; collects dialogs and page errors on it."""
-    page = context_or_browser.new_page()
-    page.dialogs, page.errors = [], []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.goto(url(site))
-    page.wait_for_function("n => document.getElementById('matching').textContent.startsWith(n + ' of ' + n)",
-                           arg=str(cards))
-    return page
-
-
-def dom_cards(page) -> list[dict]:
-    """What each card on the page shows, read from the DOM."""
-    return page.evaluate("""() => Array.from(document.querySelectorAll('#cards article.card')).map(a => ({
-        key: a.dataset.key, cls: a.className,
-        name: a.querySelector('.name').textContent, conf: a.querySelector('.conf').textContent,
-        topk: Array.from(a.querySelectorAll('.topk-name')).map(x => x.textContent),
-        publisher: (a.querySelector('.publisher-name') || {}).textContent || null,
-        agreement: (a.querySelector('.agree') || {}).textContent || null,
-        meta: a.querySelector('.meta').textContent,
-        rights: Array.from(a.querySelectorAll('figcaption.rights')).map(x => x.textContent),
-        noPicture: (a.querySelector('.no-picture') || {}).textContent || null,
-        links: Array.from(a.querySelectorAll('.images a')).map(x => x.getAttribute('href')),
-        resolved: Array.from(a.querySelectorAll('.images a')).map(x => x.href),
-        thumbs: Array.from(a.querySelectorAll('.images img')).map(i => [i.naturalWidth, i.naturalHeight]),
-        state: a.querySelector('.decision-state').textContent}))""")
 
 
 def test_cards_show_the_predictions_in_order(browser, site, predictions):

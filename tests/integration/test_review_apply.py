@@ -203,6 +203,53 @@ def test_occurrence_output_takes_decisions_made_on_its_images(world, tmp_path):
             assert r["identificationID"]  # every occurrence row now has an id a later review can name
 
 
+def test_a_decisions_file_written_by_hand_applies_alike_with_crlf_and_lf(world, tmp_path):
+    before = read(world["preds"])
+    ok = sorted((r for r in before if r["error"] is None), key=lambda r: r["image_uri"])
+    broken = next(r for r in before if r["error"])
+    ids = [r["identificationID"] for r in ok]
+    # As a person types it: a date and date-times, a quoted name with its authorship and a comma, a hybrid
+    # written with an x, a reviewer "Family, Given", a remark over two lines, quotes inside a quoted remark
+    text = f'''identificationID,decision,scientificName,identifiedBy,dateIdentified,identificationRemarks
+{ids[0]},accepted,{ok[0]["scientificName"]},Ana Lopez,2026-05-01,
+{ids[1]},corrected,"Quercus robur L., 1753","Lopez, Ana",2026-05-01T14:03:22Z,oak leaves
+{ids[2]},rejected,,Ana Lopez,2026-05-02T09:00:00+02:00,blurred
+{ids[3]},not a plant,,Ana Lopez,2026-05-02T10:15Z,a fence post
+{ids[4]},unsure,,Ana Lopez,2026-05,"two plants in the image;
+ask Jean-Pierre"
+{broken["identificationID"]},corrected,Rosa canina,Ana Lopez,2026-05-03,"found the sheet, ""rose"""
+'''
+    outputs = []
+    for name, data in (("lf", text), ("crlf", text.replace("\n", "\r\n"))):
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(data.encode("utf-8"))
+        out, manifest = str(tmp_path / f"applied-{name}"), str(tmp_path / f"train-{name}.csv")
+        assert main(["review", "apply", "--predictions", world["preds"], "--decisions", str(path), "--output", out,
+                     "--training-manifest", manifest]) == 0
+        outputs.append((read(out), open(manifest, encoding="utf-8").read()))
+    assert outputs[0] == outputs[1]  # the same decisions, whatever the line ends
+    after = {r["image_uri"]: r for r in outputs[0][0]}
+    assert len(after) == len(before)
+    got = {u: (r["review_decision"], r["scientificName"], r["verbatimIdentification"], r["taxonID"],
+               r["identifiedBy"], r["dateIdentified"], r["review_identificationRemarks"])
+           for u, r in after.items() if r["review_decision"]}
+    name0 = ok[0]["scientificName"]
+    assert got == {
+        ok[0]["image_uri"]: ("accepted", name0, name0, TAXA[name0][0], "Ana Lopez", "2026-05-01", None),
+        ok[1]["image_uri"]: ("corrected", "Quercus robur", "Quercus robur L., 1753", TAXA["Quercus robur"][0],
+                             "Lopez, Ana", "2026-05-01T14:03:22Z", "oak leaves"),
+        ok[2]["image_uri"]: ("rejected", None, None, None, "Ana Lopez", "2026-05-02T09:00:00+02:00", "blurred"),
+        ok[3]["image_uri"]: ("not a plant", None, None, None, "Ana Lopez", "2026-05-02T10:15Z", "a fence post"),
+        ok[4]["image_uri"]: ("unsure", ok[4]["scientificName"], None, ok[4]["taxonID"], ok[4]["identifiedBy"],
+                             ok[4]["dateIdentified"], "two plants in the image;\nask Jean-Pierre"),
+        broken["image_uri"]: ("corrected", "Rosa canina", "Rosa canina", TAXA["Rosa canina"][0], "Ana Lopez",
+                              "2026-05-03", 'found the sheet, "rose"'),
+    }
+    trained = list(csv.DictReader(io.StringIO(outputs[0][1])))
+    assert sorted((r["image_uri"], r["scientificName"]) for r in trained) == sorted(
+        [(ok[0]["image_uri"], name0), (ok[1]["image_uri"], "Quercus robur"), (broken["image_uri"], "Rosa canina")])
+
+
 def _bad_files(rows: list[list], good_id: str) -> dict[str, tuple[str, str]]:
     """Bad decisions files (text) and the line and words each refusal must name."""
     line = ",".join(rows[0])

@@ -16,7 +16,7 @@ def test_quoted_fields_bom_crlf_and_blank_lines():
             "b,not a plant,,Ana,2026-05-01T14:03:22.5+02:00,\r\n"
             "c,corrected,Mentha x piperita,Ana,2026-05,\r\n")
     a, b, c = parse_decisions(text, "d.csv")
-    assert (a.line, a.identified_by, a.remarks) == (2, "Doe, Jane", 'says "rose",\r\nsee leaf')
+    assert (a.line, a.identified_by, a.remarks) == (2, "Doe, Jane", 'says "rose",\nsee leaf')  # CRLF read as LF
     assert (b.line, b.decision, b.scientific_name, b.remarks) == (5, "not a plant", None, None)
     assert (c.line, c.scientific_name, c.date_identified) == (6, "Mentha x piperita", "2026-05")
 
@@ -34,7 +34,8 @@ def test_dates(date, ok):
     ('x,accepted,Rosa canina,Ana,2026-05-01,"multi\nline"\ny,accepted,,Ana,2026-05-01,\n', 4, "needs"),
     ("x,ACCEPTED,Rosa canina,Ana,2026-05-01,\n", 2, "unknown decision"),
     ("x,unsure,Rosa canina,Ana,2026-05-01,\n", 2, "takes no scientificName"),
-    ("x,unsure,,Ana,2026-05-01\n", 2, "5 fields"),
+    ("x,unsure,,Ana,2026-05-01\n", 2, "5 fields.*end the row with a comma"),
+    ("x,unsure,,Ana,2026-05-01,a,b\n", 2, "7 fields.*quote a value"),
     (",unsure,,Ana,2026-05-01,\n", 2, "empty identificationID"),
     ("x,unsure,,Ana,2026-05-01,\nx,rejected,,Ana,2026-05-01,\n", 3, "first on line 2"),
     ('x,unsure,,Ana,2026-05-01,"open\n', 2, "unclosed quote"),

@@ -11,6 +11,8 @@
 
   var D = window.PlantrayDecisions;  // decisions.js
   var DECISIONS = D.DECISIONS, HEADER = D.HEADER;
+  var NOT_A_LABEL = "Not in the model's labels: plantray review apply refuses this name unless the labels or a " +
+    "checklist given with --checklist have it.";
   var AGREEMENT_RANK = {"different": 0, "same genus": 1, "no publisher name": 2, "same species": 4};
 
   var site = null;          // data/site.js
@@ -18,6 +20,7 @@
   var byKey = new Map();    // card key -> card
   var idToKey = new Map();  // identificationID -> card key (import)
   var pagesLoaded = 0;
+  var earlier = 0;          // loaded cards a person decided already (their predictions were review apply's OUTPUT)
   var labels = [];
   var labelSet = new Set();
   var view = [];            // positions of the cards matching the filters, in display order
@@ -92,6 +95,7 @@
       var card = pageCards[i];
       cards[card.n] = card;
       byKey.set(card.key, card);
+      if (card.reviewed) earlier += 1;
       (card.ids || []).forEach(function (id) { idToKey.set(id, card.key); });
     }
     pagesLoaded += 1;
@@ -130,9 +134,13 @@
     };
   }
 
+  // The decision a card shows: the one made in this browser, else the one a person made before (applied to
+  // the predictions this site was built from, by plantray review apply). Only this browser's are exported.
+  function decisionOf(card) { return store.get(card.key) || card.reviewed || null; }
+
   function matches(card, f) {
     if (!card) return false;
-    var d = store.get(card.key);
+    var d = decisionOf(card);
     if (f.reviewed === "todo" && d) return false;
     if (f.reviewed === "done" && !d) return false;
     if (DECISIONS.indexOf(f.reviewed) >= 0 && (!d || d.decision !== f.reviewed)) return false;
@@ -349,7 +357,7 @@
       var v = input.value.trim();
       var lower = v.toLowerCase();
       var known = labelSet.has(v) || labels.some(function (n) { return n.toLowerCase().indexOf(lower) === 0; });
-      hint.textContent = v && labels.length && !known ? "not in the model's labels (review apply needs a checklist for it)" : "";
+      hint.textContent = v && labels.length && !known ? NOT_A_LABEL : "";
     });
     correct.appendChild(input);
     correct.appendChild(hint);
@@ -376,8 +384,9 @@
   }
 
   function paintDecision(art, card) {
-    var d = store.get(card.key);
+    var mine = store.get(card.key), d = decisionOf(card);
     DECISIONS.forEach(function (x) { art.classList.remove("decided-" + x.replace(/\s+/g, "-")); });
+    art.classList.toggle("decided-before", !!d && !mine);
     var state = art.querySelector(".decision-state");
     state.textContent = "";
     if (d) {
@@ -388,9 +397,16 @@
         state.appendChild(el("i", null, d.scientificName));
       }
       state.appendChild(document.createTextNode(" by " + d.identifiedBy));
+      if (!mine) {
+        state.appendChild(el("span", "before muted", " on " + d.dateIdentified + " (applied)"));
+        if (d.remarks) state.appendChild(el("div", "before muted", d.remarks));
+      }
+      else if (card.reviewed) state.appendChild(el("span", "before muted", " (replaces " + card.reviewed.decision +
+        (card.reviewed.scientificName ? " as " + card.reviewed.scientificName : "") + " by " +
+        card.reviewed.identifiedBy + ")"));
     }
     var remark = art.querySelector(".remark");
-    if (document.activeElement !== remark) remark.value = d && d.remarks ? d.remarks : (card._remark || "");
+    if (document.activeElement !== remark) remark.value = mine && mine.remarks ? mine.remarks : (card._remark || "");
     var can = (card.ids || []).length > 0;
     art.querySelectorAll(".actions button, .pick").forEach(function (b) { b.disabled = !can; });
     if (!can) state.textContent = "No classified image: nothing to decide.";
@@ -421,11 +437,14 @@
   }
 
   function updateProgress() {
-    var done = 0;
-    store.decisions.forEach(function (d, key) { if (byKey.has(key)) done += 1; });
+    var done = earlier, others = 0;  // decided before, plus this browser's decisions on the other cards loaded
+    store.decisions.forEach(function (d, key) {
+      var c = byKey.get(key);
+      if (!c) others += 1;
+      else if (!c.reviewed) done += 1;
+    });
     var total = site ? site.cards : 0;
     var text = "Reviewed " + done.toLocaleString() + " / " + total.toLocaleString();
-    var others = store.decisions.size - done;
     if (pagesLoaded >= (site ? site.pages : 0) && others > 0) {
       text += " (+" + others.toLocaleString() + " kept from an earlier build, exported too)";
     }
@@ -479,7 +498,7 @@
       var box = node.querySelector(".correct");
       box.hidden = false;
       var input = box.querySelector("input");
-      var d = store.get(card.key);
+      var d = decisionOf(card);
       input.value = d && d.decision === "corrected" ? d.scientificName : "";
       input.focus();
     } else {
@@ -487,9 +506,26 @@
     }
   }
 
+  // The label a typed name stands for, as review apply will look it up: the label itself (any case, "x" for a
+  // hybrid's "×"), or the label followed by its authorship ("Quercus robur L., 1753"); null for another name.
+  function labelOf(name) {
+    var v = name.replace(/\s+/g, " ").replace(/ x /g, " \u00d7 "), lower = v.toLowerCase();
+    for (var i = 0; i < labels.length; i++) {
+      var l = labels[i].toLowerCase();
+      if (lower === l) return labels[i];
+      if (lower.indexOf(l + " ") === 0 && /^[A-Z(]/.test(v.charAt(l.length + 1))) return name;
+    }
+    return null;
+  }
+
   function correctTo(card, name) {
     name = name.trim();
     if (!name) return;
+    var label = labels.length ? labelOf(name) : name;
+    // Saved as the label's spelling when only the case differs (review apply compares names as spelt); any
+    // other name is saved as typed, with a warning that outlives the correction field.
+    alertBox(label ? null : "Saved \u201c" + name + "\u201d: " + NOT_A_LABEL, "name");
+    name = label || name;
     decide(card, name === card.name ? "accepted" : "corrected", name);
   }
 
