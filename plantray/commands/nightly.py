@@ -211,7 +211,6 @@ def nightly(cfg: NightlyConfig) -> dict:
     from plantray.inference.pipeline import plan_for_cluster
     from plantray.storage import table as tbl
 
-    console.headline(f"nightly: classifying what {cfg.input} holds that the table {cfg.table} lacks")
     ensure_ray(cfg.dashboard)
     snap = tbl.snapshot(cfg.table)
     ds, _ = source.dataset(reserved=RESERVED_COLUMNS)
@@ -224,6 +223,8 @@ def nightly(cfg: NightlyConfig) -> dict:
     rows, reason = runs.rows_to_classify(cfg, artifact.sha256, ds, columns, snap, since, choice)
     if reason is None:  # nothing to run: a completed explicit run id, or nothing left today
         return runs.noop_summary(cfg, artifact.sha256, choice, rows.count(), ds.count())
+    console.headline(f"nightly run {choice.run_id}: classifying what {cfg.input} holds that the table {cfg.table} "
+                     "lacks")
     if reason:
         console.say(f"  {reason}")
     plan = plan_for_cluster(cfg)

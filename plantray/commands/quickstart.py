@@ -39,6 +39,11 @@ class QuickstartConfig(RayOptions):
 def quickstart(cfg: QuickstartConfig) -> dict:
     """Runs synth -> train -> evaluate -> classify under ``cfg.out``; returns the output locations."""
     from plantray import storage
+
+    if cfg.epochs < 1 or cfg.species < 2:
+        raise ConfigError("quickstart needs --epochs >= 1 and --species >= 2")
+    claim_out(cfg.out)
+    # Ray (and with it torch) only once --out is known to be ours: a refusal stays quick and light.
     from plantray.cluster import ensure_ray
     from plantray.commands.classify import ClassifyConfig, classify, format_summary
     from plantray.commands.evaluate import EvaluateConfig, evaluate
@@ -46,9 +51,6 @@ def quickstart(cfg: QuickstartConfig) -> dict:
     from plantray.commands.synth import SynthConfig, synthesize
     from plantray.commands.train import TrainConfig, train
 
-    if cfg.epochs < 1 or cfg.species < 2:
-        raise ConfigError("quickstart needs --epochs >= 1 and --species >= 2")
-    claim_out(cfg.out)
     data, model = storage.join(cfg.out, "data"), storage.join(cfg.out, "model")
     report, predictions = storage.join(cfg.out, "report"), storage.join(cfg.out, "predictions")
     ensure_ray(cfg.dashboard)

@@ -109,7 +109,8 @@ def _person(row: dict, machine: dict, r: Resolved) -> dict:
             col.IDENTIFIED_BY: d.identified_by, col.IDENTIFIED_BY_ID: None, col.DATE_IDENTIFIED: d.date_identified,
             col.IDENTIFICATION_REMARKS: _remarks(r, machine[col.SCIENTIFIC_NAME]),
             col.VERIFICATION_STATUS: col.VERIFIED,
-            col.IDENTIFICATION_REFERENCES: row.get(col.IMAGE_URI),
+            # the image the person looked at, by a URI that opens (as the machine's identification names it)
+            col.IDENTIFICATION_REFERENCES: row.get(col.IMAGE_URI_ABSOLUTE) or row.get(col.IMAGE_URI),
             col.CLASSIFICATION_METHOD: col.HUMAN, col.CLASSIFICATION_PROBABILITY: None}
 
 
@@ -169,7 +170,7 @@ def apply_table(table: pa.Table, schema: pa.Schema, by_id: dict, by_occurrence: 
     counts: dict[str, int] = {}
     if not hits:
         return table, counts
-    wanted = [c for c in (*EDITABLE, col.IMAGE_URI) if c in table.column_names]
+    wanted = [c for c in (*EDITABLE, col.IMAGE_URI, col.IMAGE_URI_ABSOLUTE) if c in table.column_names]
     rows = table.select(wanted).to_pylist()
     for i, r in hits.items():
         rows[i].update(decide(rows[i], r))

@@ -16,6 +16,7 @@ and the training manifest of the images people named.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 
@@ -51,9 +52,11 @@ class TrainingManifest:
                                 metadata={col.REVIEW_MANIFEST_METADATA_KEY: b"1"})
         self.counts = {"images": 0, "not_species": 0, "no_image": 0}
         self._raw = self._writer = None
+        self._file = contextlib.ExitStack()
 
     def _open(self):
-        self._raw = storage.open_for_write(self.uri)
+        # The file is published (renamed into place, or its upload completed) only by close().
+        self._raw = self._file.enter_context(storage.open_for_write(self.uri))
         if self.uri.lower().endswith(".csv"):
             self._writer = pacsv.CSVWriter(self._raw, self.schema.remove_metadata())
         else:
@@ -89,7 +92,7 @@ class TrainingManifest:
         if self._writer is None:
             self._open()
         self._writer.close()
-        self._raw.close()
+        self._file.close()
         return {"uri": self.uri, **self.counts}
 
 

@@ -100,7 +100,7 @@ def design(rows: list[dict]) -> tuple[list[list], dict]:
                       "identifiedBy": by, "dateIdentified": date, "classificationMethod": "human",
                       "classificationProbability": None,
                       "identificationVerificationStatus": "verified using recorded media",
-                      "identificationReferences": row["image_uri"],
+                      "identificationReferences": row["image_uri_absolute"],  # a URI that opens
                       "identificationID": str(uuid.uuid5(NAMESPACE, "\n".join(
                           ["review", row["identificationID"], decision, name, by, date])))})
         expected[row["image_uri"]] = e
@@ -314,7 +314,10 @@ def test_export_lists_both_identifications_and_makes_the_persons_current(world, 
         idents = [(c.id, e.data) for c in core.values() for e in c.extensions if e.rowtype == DWC + "Identification"]
     for uri, e in expected.items():
         gbif = by_uri[uri]["gbifID"]
-        mine = [d for occ, d in idents if occ == gbif and d[DWC + "identificationReferences"].split(" | ")[0] == uri]
+        # identificationReferences names the image by its absolute URI (file://, s3://, https://)
+        absolute = by_uri[uri]["image_uri_absolute"]
+        mine = [d for occ, d in idents
+                if occ == gbif and d[DWC + "identificationReferences"].split(" | ")[0] == absolute]
         machine = [d for d in mine if d[PLANTRAY + "classificationMethod"] == "machine"]
         people = [d for d in mine if d[PLANTRAY + "classificationMethod"] == "human"]
         # the machine's identification, as the model made it
