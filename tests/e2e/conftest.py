@@ -1,8 +1,11 @@
 """Fixtures of the end-to-end tests: one real two-node Ray cluster shared by every test that needs two nodes;
-headless Chromium for the review page (one browser per test module)."""
+one small quickstart run shared by the quickstart and README walk-through tests; headless Chromium for the
+review page (one browser per test module)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -56,3 +59,18 @@ def browser(playwright):
     b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield b
     b.close()
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(ray_session, tmp_path_factory) -> tuple[Path, str]:
+    """``plantray quickstart --out quickstart`` at a tiny scale (3 species, 2 epochs at 32 px), run once in a
+    directory of its own as a user runs it from the checkout; returns (that directory, what it printed)."""
+    from plantray.cli import main
+
+    root = tmp_path_factory.mktemp("checkout")
+    printed = io.StringIO()
+    with contextlib.chdir(root), contextlib.redirect_stdout(printed):
+        code = main(["quickstart", "--out", "quickstart", "--species", "3", "--images-per-species", "14",
+                     "--epochs", "2", "--image-size", "32", "--num-workers", "1"])
+    assert code == 0, printed.getvalue()
+    return root, printed.getvalue()

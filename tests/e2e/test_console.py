@@ -31,10 +31,14 @@ def job(tmp_path_factory):
     return root
 
 
-def classify(job, out: str, *flags: str) -> subprocess.CompletedProcess:
-    """``plantray classify`` in its own process, stdout a pipe (as under CI or ``ray job submit``)."""
+def classify(job, out: str, *flags: str, address: str | None = None) -> subprocess.CompletedProcess:
+    """``plantray classify`` in its own process, stdout a pipe (as under CI or ``ray job submit``), starting its
+    own local Ray or (``address``) joining a running one."""
     env = {**os.environ, "PYTHONPATH": ROOT, "PLANTRAY_PROGRESS_INTERVAL": "0.5"}
     env.pop("RAY_DATA_DISABLE_PROGRESS_BARS", None)
+    env.pop("RAY_ADDRESS", None)
+    if address:
+        env["RAY_ADDRESS"] = address
     return subprocess.run([sys.executable, "-m", "plantray", *flags, "classify", "--model", str(job / "m"),
                            "--input", str(job / "in.csv"), "--output", out, "--num-actors", "1"],
                           capture_output=True, text=True, timeout=900, env=env)
@@ -60,7 +64,7 @@ def test_the_console_is_plantrays_and_ray_logs_go_to_a_file(job, tmp_path):
 
 
 @pytest.mark.slow
-def test_quiet_prints_only_the_summary(job, tmp_path):
-    done = classify(job, str(tmp_path / "preds"), "-q")
+def test_quiet_prints_only_the_summary(job, tmp_path, ray_address):
+    done = classify(job, str(tmp_path / "preds"), "-q", address=ray_address)  # joining the session's Ray
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[0].startswith("classified 5/6 images") and done.stderr == ""

@@ -5,16 +5,13 @@ import os
 
 import pytest
 
-from plantray.cli import main
 from tests.helpers import read_output
 
 
 @pytest.mark.slow
-def test_quickstart_end_to_end(ray_session, tmp_path, capsys):
-    out = str(tmp_path / "qs")
-    assert main(["quickstart", "--out", out, "--species", "3", "--images-per-species", "14", "--epochs", "2",
-                 "--image-size", "32", "--num-workers", "1"]) == 0
-    printed = capsys.readouterr().out
+def test_quickstart_end_to_end(quickstart_run):
+    root, printed = quickstart_run  # tests/e2e/conftest.py: `plantray quickstart --out quickstart`, tiny
+    out = str(root / "quickstart")
     assert "Outputs:" in printed and "| synth-test |" in printed
     report = json.loads(open(os.path.join(out, "report", "report.json")).read())
     # Table 1's Top-1 is the share of test images whose first-ranked name is the label, counted here.

@@ -35,11 +35,9 @@ def test_the_readme_has_a_walkthrough():
 
 
 @pytest.mark.slow
-def test_the_readme_walkthrough_runs(ray_session, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    # What `make quickstart` leaves in ./quickstart, at a smaller scale.
-    assert main(["quickstart", "--out", "quickstart", "--species", "3", "--images-per-species", "14", "--epochs", "1",
-                 "--image-size", "32", "--num-workers", "1"]) == 0
+def test_the_readme_walkthrough_runs(quickstart_run, monkeypatch):
+    # What `make quickstart` leaves in ./quickstart, at a smaller scale (tests/e2e/conftest.py).
+    monkeypatch.chdir(quickstart_run[0])
     unseen = [f for _, _, files in os.walk("quickstart/data/unseen") for f in files if f.endswith(".jpg")]
     printed = io.StringIO()
     for kind, text in walkthrough():

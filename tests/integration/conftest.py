@@ -9,9 +9,11 @@ import pytest
 
 # The shared run: 6 synthetic species, 30 training images each (plus one file that is no image), 80
 # validation images each (the 'unseen' split, which `train --val` calibrates on) and 150 held-out test images
-# each (900: calibration error needs that many, see docs/calibration.md). 2 workers of 8 images per step
+# each (900: calibration error needs that many, see docs/calibration.md), and 6 pictures of no plant (the report's
+# --ood set). 2 workers of 8 images per step
 # take as many steps as one of 16 did, which reached Top-1 ~0.83 and a calibrated ECE of 0.028-0.037.
-TRAINED = {"species": 6, "train": 30, "val": 80, "test": 150, "epochs": 10, "workers": 2, "image_size": 64,
+TRAINED = {"species": 6, "train": 30, "val": 80, "test": 150, "noplant": 6, "epochs": 10, "workers": 2,
+           "image_size": 64,
            "license": "CC-BY 4.0 (synthetic)", "citation": "plantray synth"}
 
 
@@ -24,7 +26,7 @@ def synth_plants(tmp_path_factory):
     root = tmp_path_factory.mktemp("plants")
     synthesize(SynthConfig(str(root), species=TRAINED["species"], images_per_species=TRAINED["train"],
                            test_per_species=TRAINED["test"], unseen_per_species=TRAINED["val"],
-                           min_pixels=3000, max_pixels=8000, seed=11))
+                           ood_noplant=TRAINED["noplant"], min_pixels=3000, max_pixels=8000, seed=11))
     manifest = pq.read_table(root / "train.parquet")
     first = manifest.column("scientificName")[0].as_py()
     (root / "train" / first / "broken.jpg").write_bytes(b"this is not a JPEG")
@@ -48,3 +50,17 @@ def trained(synth_plants, tmp_path_factory, ray_session):
         lr=2e-3, seed=1, val=str(synth_plants / "unseen.parquet"), checkpoint_every=5,
         data_license=TRAINED["license"], data_citation=TRAINED["citation"]))
     return {"data": synth_plants, "model": model, "summary": summary, "config": TRAINED}
+
+
+@pytest.fixture(scope="session")
+def trained_report(trained, tmp_path_factory):
+    """``plantray evaluate`` of the shared model on its 900 held-out images (test set ``held``, centre crop) with
+    the no-plant pictures as ``--ood noplant``; returns the report directory."""
+    from plantray.commands.evaluate import EvaluateConfig, evaluate
+
+    out = tmp_path_factory.mktemp("trained_report") / "report"
+    data = trained["data"]
+    evaluate(EvaluateConfig(model=str(trained["model"]), test=[f"held={data / 'test.parquet'}"],
+                            ood=[f"noplant={data / 'ood_noplant.parquet'}"], output=str(out), tta="center",
+                            min_train_images=0, bootstrap=0))
+    return out

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from plantray.cli import main
-from plantray.commands.evaluate import EvaluateConfig, evaluate
 from plantray.commands.synth import SynthConfig, synthesize
 
 
@@ -34,7 +33,7 @@ def ece_by_loop(conf: np.ndarray, correct: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_trained_then_calibrated_model_has_lower_held_out_ece(trained, tmp_path):
+def test_trained_then_calibrated_model_has_lower_held_out_ece(trained, trained_report, tmp_path):
     """The session's shared training run (tests/integration/conftest.py): 6 species, 30 training, 80 validation
     (the 'unseen' split) and 150 held-out test images each; ``train --val`` calibrated it on the validation split."""
     from plantray.commands.classify import ClassifyConfig, classify
@@ -52,10 +51,12 @@ def test_trained_then_calibrated_model_has_lower_held_out_ece(trained, tmp_path)
         == summary["sha256"]
     assert json.loads((out / "calibration" / "_plantray_run.json").read_text())["command"] == "calibrate"
 
-    report = tmp_path / "report"
-    result = evaluate(EvaluateConfig(model=str(out), test=[f"held={data / 'test.parquet'}"], output=str(report),
-                                     tta="center", min_train_images=0, bootstrap=0))
-    cal = result["results"][0]["calibration"]
+    # evaluate on the held-out split (the session's shared report, tests/integration/conftest.py)
+    report = trained_report
+    result = json.loads((report / "report.json").read_text())
+    (entry,) = result["results"]
+    assert entry["test_set"] == "held"
+    cal = entry["calibration"]
     raw, scaled = cal["uncalibrated"], cal["calibrated"]
     print(f"T={cal['temperature']} top1={scaled['accuracy']:.3f} ECE {raw['ece']:.4f} -> {scaled['ece']:.4f} "
           f"NLL {raw['nll']:.4f} -> {scaled['nll']:.4f} Brier {raw['brier']:.4f} -> {scaled['brier']:.4f}")

@@ -24,44 +24,22 @@ import pytest
 import torch
 import torchvision
 
-from plantray.cli import main
-from plantray.commands.synth import SynthConfig, synthesize
 from plantray.images.loader import preprocess
 from plantray.images.presets import EvalPreset
 
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # the report's --min-confidence table
 
 
-@pytest.fixture(scope="module")
-def flora(tmp_path_factory):
-    """4 species x 12 training and 6 test images, and 6 images of no plant."""
-    root = tmp_path_factory.mktemp("flora")
-    synthesize(SynthConfig(str(root), species=4, images_per_species=12, test_per_species=6, unseen_per_species=1,
-                           min_pixels=3000, max_pixels=8000, ood_noplant=6, ood_species=1, ood_per_species=2,
-                           seed=5))
-    return root
+@pytest.fixture
+def flora(trained):
+    """The session's synthetic flora (tests/integration/conftest.py): 6 species, validation split 'unseen'."""
+    return trained["data"]
 
 
-@pytest.fixture(scope="module")
-def trained(flora, tmp_path_factory, ray_session):
-    """A resnet18 trained 2 epochs at 32 px on 2 workers, validated on the test set after each epoch."""
-    out = tmp_path_factory.mktemp("model") / "m"
-    code = main(["train", "--data", str(flora / "train.parquet"), "--val", str(flora / "test.parquet"), "--output",
-                 str(out), "--arch", "resnet18", "--init", "random", "--epochs", "2", "--num-workers", "2",
-                 "--image-size", "32", "--batch-size", "16", "--lr", "2e-3", "--seed", "1"])
-    assert code == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def report(flora, trained, tmp_path_factory, ray_session):
-    """evaluate of the trained model on the test set, with the no-plant images as --ood; returns its directory."""
-    out = tmp_path_factory.mktemp("report") / "r"
-    code = main(["evaluate", "--model", str(trained), "--test", f"flora={flora / 'test.parquet'}", "--ood",
-                 f"noplant={flora / 'ood_noplant.parquet'}", "--tta", "center", "--min-train-images", "0",
-                 "--bootstrap", "0", "--precision", "fp32", "--output", str(out)])
-    assert code == 0
-    return out
+@pytest.fixture
+def report(trained_report):
+    """The session's evaluate of the shared model: test set 'held' (900 images), --ood 'noplant' (6 pictures)."""
+    return trained_report
 
 
 def _rows(report, test_set: str) -> list[dict]:
@@ -81,9 +59,11 @@ def _entry(report) -> dict:
 
 
 def test_training_records_validation_loss_and_accuracy_per_epoch(flora, trained):
+    """The shared run: `train --val unseen.parquet` on 2 workers (tests/integration/conftest.py)."""
+    trained, epochs = trained["model"], trained["config"]["epochs"]
     history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
-    val = pq.read_table(flora / "test.parquet").to_pylist()
-    assert [m["epoch"] for m in history] == [1, 2]
+    val = pq.read_table(flora / "unseen.parquet").to_pylist()
+    assert [m["epoch"] for m in history] == list(range(1, epochs + 1))
     assert all(m["val_images"] == len(val) and m["val_loss"] > 0 and 0 <= m["val_accuracy"] <= 1 for m in history)
     with open(trained / "metrics.csv") as f:
         table = list(csv.DictReader(f))
@@ -123,11 +103,11 @@ def _expected_species(rows: list[dict]) -> dict[str, dict]:
 
 
 def test_accuracy_per_species_in_the_csv_and_the_report(report):
-    expected = _expected_species(_rows(report, "flora"))
+    expected = _expected_species(_rows(report, "held"))
     with open(report / "per_species.csv") as f:
         got = {r["scientificName"]: r for r in csv.DictReader(f)}
     label = json.loads((report / "report.json").read_text())["models"][0]["label"]
-    assert set(got) == set(expected) and {(r["model"], r["test_set"]) for r in got.values()} == {(label, "flora")}
+    assert set(got) == set(expected) and {(r["model"], r["test_set"]) for r in got.values()} == {(label, "held")}
     for name, e in expected.items():
         g = got[name]
         assert (int(g["images"]), g["named_instead"] or None, int(g["named_instead_images"])) == (
@@ -140,11 +120,11 @@ def test_accuracy_per_species_in_the_csv_and_the_report(report):
              + (f"{expected[n]['named_instead']} ({expected[n]['named_instead_images']}) |"
                 if expected[n]["named_instead"] else "– |") for n in order]
     table = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert table == lines  # every species (4 <= 15), lowest Top-1 first
+    assert table == lines  # every species (6 <= 15), lowest Top-1 first
 
 
 def test_most_confused_pairs(report):
-    rows = _rows(report, "flora")
+    rows = _rows(report, "held")
     of = collections.Counter(r["scientificName"] for r in rows)
     pairs = collections.Counter((r["scientificName"], r["topk_scientificName"][0]) for r in rows
                                 if r["topk_scientificName"][0] != r["scientificName"])
@@ -159,7 +139,7 @@ def test_most_confused_pairs(report):
 
 
 def test_accuracy_against_coverage_with_the_ood_set(report):
-    rows, noplant = _rows(report, "flora"), _rows(report, "noplant")
+    rows, noplant = _rows(report, "held"), _rows(report, "noplant")
     assert len(noplant) == 6
     md = (report / "report.md").read_text()
     ood = {o["ood_set"]: o for o in json.loads((report / "report.json").read_text())["ood"]}
@@ -189,7 +169,7 @@ def _bin_counts(confidences: list[float]) -> list[int]:
 
 
 def test_reliability_bins_count_the_images_they_hold(report):
-    rows = _rows(report, "flora")
+    rows = _rows(report, "held")
     calibration = _entry(report)["calibration"]
     assert calibration["fitted"]  # train --val put a temperature into the card: both variants are drawn
     assert [b["images"] for b in calibration["calibrated"]["bins"]] == _bin_counts(
