@@ -70,8 +70,13 @@ def save_checkpoint(path: str, model, optimizer, scheduler, epoch: int, history:
                 "epoch": epoch, "rng": rng_state(), "history": history}, path)
 
 
-def load_checkpoint(path: str) -> dict:
-    """Reads a checkpoint written by :func:`save_checkpoint`."""
+def checkpoint_dir(epoch: int) -> str:
+    """The name of epoch ``epoch``'s checkpoint directory in the run's storage (``epoch_0003``)."""
+    return f"epoch_{epoch:04d}"
+
+
+def load_checkpoint(path) -> dict:
+    """Reads a checkpoint written by :func:`save_checkpoint` (a path or a binary file object)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["scheduler"]["milestones"] = collections.Counter(state["scheduler"]["milestones"])
     return state
@@ -252,7 +257,7 @@ def _report(metrics: dict, model, optimizer, scheduler, epoch: int, history: lis
     with tempfile.TemporaryDirectory() as d:
         save_checkpoint(os.path.join(d, CHECKPOINT_FILE), model, optimizer, scheduler, epoch, history)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
-                         checkpoint_dir_name=f"epoch_{epoch:04d}")
+                         checkpoint_dir_name=checkpoint_dir(epoch))
 
 
 def train_loop_per_worker(cfg: dict) -> None:

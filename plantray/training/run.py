@@ -7,6 +7,7 @@ a Ray queue and are logged as they arrive, so a long run shows progress before i
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from plantray.model.labels import Labels
 from plantray.model.network import build_model
 from plantray.training import curves
 from plantray.training.data import class_weights
-from plantray.training.loop import CHECKPOINT_FILE, load_checkpoint, train_loop_per_worker
+from plantray.training.loop import CHECKPOINT_FILE, checkpoint_dir, load_checkpoint, train_loop_per_worker
 from plantray.training.resources import ResourcesUnavailable, ResourceWait, describe, start_timeout
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,24 @@ def _counting(line):
     from plantray.cluster import counting
 
     return counting(line) if line is not None else contextlib.nullcontext()
+
+
+def finished_state(run_dir: str, epochs: int) -> dict | None:
+    """The final state of a run whose last epoch's checkpoint is already written; None otherwise.
+
+    Rerunning a finished run (a retried job, a repeated command) then writes its model again without starting
+    Ray Train: no workers, no resources to wait for. A checkpoint cut short by a crash does not load, and the
+    run goes to Ray Train, which resumes from the last checkpoint it registered.
+    """
+    uri = storage.join(run_dir, checkpoint_dir(epochs), CHECKPOINT_FILE)
+    try:
+        state = load_checkpoint(io.BytesIO(storage.read_bytes(uri)))
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # torch.load of a truncated file: zip, pickle or EOF errors alike
+        log.info("the final checkpoint %s does not load (%s): resuming the run with Ray Train", uri, e)
+        return None
+    return state if state.get("epoch") == epochs else None
 
 
 def _on_this_node() -> dict:

@@ -127,7 +127,8 @@ def test_trains_and_classifies_held_out_images(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp_path, ray_session, s3, monkeypatch):
+def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp_path, ray_session, s3, monkeypatch,
+                                                                        capsys):
     out = tmp_path / "model"
     storage = f"s3://plantray-test/runs-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")  # worker 0 fails once after epoch 1
@@ -144,9 +145,12 @@ def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp
     assert summary["skipped_unreadable"] == 1  # the broken.jpg inside the tree
     assert all(m["val_images"] == SPECIES * 8 and 0 <= m["val_accuracy"] <= 1 for m in history)
     sha = json.loads((out / "model_card.json").read_text())["weights"]["sha256"]
-    # Same --name again after completion: nothing is retrained, the same weights are written.
+    # Same --name again after completion: nothing is retrained (Ray Train is not even started: the last epoch's
+    # checkpoint is there), the same weights are written.
     monkeypatch.delenv(FAIL_AFTER_EPOCH_ENV)
+    capsys.readouterr()
     again = train(TrainConfig(**cfg.__dict__))
+    assert "already trained all 3 epochs" in capsys.readouterr().out
     assert again["epochs_run_now"] == 0 and again["epochs"] == 3
     assert read_jsonl(out / "metrics.jsonl") == history
     assert json.loads((out / "model_card.json").read_text())["weights"]["sha256"] == sha
@@ -287,3 +291,22 @@ def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_addr
     assert card["invocations"] == 2 and card["duration_seconds"] >= measured, (card["duration_seconds"], measured)
     assert json.loads((out / "_plantray_run.json").read_text())["summary"]["seconds"] == card["duration_seconds"]
     assert "over 2 invocations" in second.output()
+
+
+def test_a_finished_run_is_known_by_its_last_checkpoint_alone(tmp_path):
+    """A rerun of a run whose last epoch's checkpoint is written needs no Ray Train; a cut-short file does not count."""
+    from plantray.model.network import build_model
+    from plantray.training.run import finished_state
+
+    model, _ = build_model("tinyresnet", 3, "random")
+    optimizer, scheduler = build_optimizer(model, lr=1e-3, backbone_scale=1.0, epochs=3)
+    run = tmp_path / "run"
+    assert finished_state(str(run), 3) is None  # nothing written yet
+    (run / "epoch_0003").mkdir(parents=True)
+    save_checkpoint(str(run / "epoch_0003" / "checkpoint.pt"), model, optimizer, scheduler, 3, [{"epoch": 3}])
+    state = finished_state(str(run), 3)
+    assert state["epoch"] == 3 and state["history"] == [{"epoch": 3}]
+    assert finished_state(str(run), 4) is None  # asked for more epochs than the run has
+    data = (run / "epoch_0003" / "checkpoint.pt").read_bytes()
+    (run / "epoch_0003" / "checkpoint.pt").write_bytes(data[: len(data) // 2])  # a crash mid-copy
+    assert finished_state(str(run), 3) is None
