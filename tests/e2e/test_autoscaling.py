@@ -159,11 +159,11 @@ def test_a_job_the_cluster_cannot_serve_fails_in_time_with_what_it_asked(cold, i
     # 3 fixed actors of 2 CPUs each (--threads-per-actor 4) and a task CPU: more than two 2-CPU workers hold.
     run = plantray(cold.address, "classify", "--model", model, "--input", str(images / "manifest.parquet"),
                    "--output", str(tmp_path / "out"), "--num-actors", "3", "--threads-per-actor", "4",
-                   "--resource-timeout", "20")
+                   "--resource-timeout", "5")
     assert run.returncode == 2, f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.parquet"))  # no work started
     assert "3 model actors with 2 CPU each, and 1 CPU for Ray Data's read/decode tasks" in run.stderr
-    assert "within --resource-timeout 20 s; it has" in run.stderr and "CPUs and 0 GPUs on" in run.stderr
+    assert "within --resource-timeout 5 s; it has" in run.stderr and "CPUs and 0 GPUs on" in run.stderr
 
 
 # 1-CPU nodes: fractional actor reservations used to leave 0.75 CPU on every node, and Ray Data's 1-CPU read
