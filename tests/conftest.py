@@ -17,17 +17,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # Kinds of test, marked from what a test uses (README, Tests): `make test` runs them all, `make test-fast`
 # only those that need no Ray, no server or child process and no training run.
 KIND_BY_FIXTURE = {"ray_session": "ray", "s3_server": "subprocess", "two_nodes": "cluster"}
-# Session fixtures too costly to build twice: under pytest-xdist (`make test` runs two lanes) every module
-# using one runs in the same lane, so the cluster starts, and the model trains, once.
-SHARED_FIXTURES = ("two_nodes", "trained", "quickstart_run")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Marks each test ``ray``/``subprocess``/``cluster`` by the fixtures it uses (directly or not), every
-    end-to-end test ``subprocess`` (they run the CLI or a cluster as a user does), and each test's
-    ``xdist_group``: its module, or the shared fixture one of its module's tests uses."""
-    modules: dict = {}
+    """Marks each test ``ray``/``subprocess``/``cluster`` by the fixtures it uses (directly or not), and every
+    end-to-end test ``subprocess`` (they run the CLI or a cluster as a user does)."""
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for fixture, kind in KIND_BY_FIXTURE.items():
@@ -35,10 +29,6 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(kind)
         if "/tests/e2e/" in str(item.path):
             item.add_marker("subprocess")
-        shared = [f for f in SHARED_FIXTURES if f in used]
-        modules[item.path] = modules.get(item.path) or (shared[0] if shared else None)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(modules[item.path] or item.path.stem))
 
 
 def free_port() -> int:

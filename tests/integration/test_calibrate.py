@@ -35,7 +35,7 @@ def ece_by_loop(conf: np.ndarray, correct: np.ndarray) -> float:
 @pytest.mark.slow
 def test_trained_then_calibrated_model_has_lower_held_out_ece(trained, trained_report, tmp_path):
     """The session's shared training run (tests/integration/conftest.py): 6 species, 30 training, 80 validation
-    (the 'unseen' split) and 150 held-out test images each; ``train --val`` calibrated it on the validation split."""
+    (the 'unseen' split) and 300 held-out test images each; ``train --val`` calibrated it on the validation split."""
     from plantray.commands.classify import ClassifyConfig, classify
 
     data, out, summary, config = trained["data"], trained["model"], trained["summary"], trained["config"]

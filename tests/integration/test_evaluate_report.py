@@ -38,7 +38,7 @@ def flora(trained):
 
 @pytest.fixture
 def report(trained_report):
-    """The session's evaluate of the shared model: test set 'held' (900 images), --ood 'noplant' (6 pictures)."""
+    """The session's evaluate of the shared model: test set 'held' (1,800 images), --ood 'noplant' (6 pictures)."""
     return trained_report
 
 

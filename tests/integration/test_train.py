@@ -11,6 +11,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import time
 import uuid
 
@@ -260,9 +261,11 @@ class _Driver:
 
 @pytest.mark.slow
 def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_address):
+    epochs = 6  # the kill comes a beat after epoch 2's checkpoint: later epochs must still be to do then
     out = tmp_path / "model"
     args = ["--data", str(data / "train.parquet"), "--output", str(out), "--arch", "resnet18", "--init", "random",
-            "--epochs", "3", "--num-workers", "1", "--image-size", "32", "--batch-size", "16", "--name", "timed"]
+            "--epochs", str(epochs), "--num-workers", "1", "--image-size", "32", "--batch-size", "16",
+            "--name", "timed"]
     run_dir = tmp_path / "model-checkpoints" / "timed"
     ledger = run_dir / "_plantray_invocations.json"
     # First invocation: measured from its "training ..." line to the epoch-2 checkpoint, then SIGKILLed
@@ -277,14 +280,19 @@ def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_addr
     wall_end1 = time.time()
     first.wait("time recorded", lambda: ledger.exists() and ledger.stat().st_mtime > wall_end1 + 0.5)
     first.kill_tree()
+    # The epoch the second invocation restores: the last one Ray Train registered before the kill.
+    restored = max(int(n) for n in re.findall(r"epoch_(\d{4})", snapshot.read_text()))
+    assert 2 <= restored < epochs, f"the first invocation was not cut short (registered epoch {restored})"
     assert not (out / "model_card.json").exists()
     # Second invocation resumes: measured from its "training ..." line to the final checkpoint.
     second = _Driver(args, ray_address)
     start2 = second.wait("training line", lambda: second.seen("training resnet18 on"))
-    end2 = second.wait("epoch 3 checkpoint", lambda: (run_dir / "epoch_0003").exists() and time.monotonic())
+    last = run_dir / f"epoch_{epochs:04d}"
+    end2 = second.wait(f"epoch {epochs} checkpoint", lambda: last.exists() and time.monotonic())
     assert second.proc.wait(300) == 0, second.output()
     history = read_jsonl(out / "metrics.jsonl")
-    assert [m["epoch"] for m in history] == [1, 2, 3] and history[2]["restored_epoch"] == 2
+    assert [m["epoch"] for m in history] == list(range(1, epochs + 1))
+    assert history[restored]["restored_epoch"] == restored
     card = json.loads((out / "model_card.json").read_text())
     measured = (end1 - start1) + (end2 - start2)
     # A lower bound only: each invocation ran at least as long as the stretch the test saw of it.
