@@ -14,6 +14,7 @@ import os
 import uuid
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -63,8 +64,11 @@ def test_trained_then_calibrated_model_has_lower_held_out_ece(trained, trained_r
     assert raw["images"] == scaled["images"] == species * test_per_species
     assert scaled["ece"] < raw["ece"] and scaled["ece"] <= 0.05
     # The report's ECE, recomputed here from the per-image Parquet with an independent loop.
+    # The held-out rows only: the shared report also holds the --ood set's no-plant pictures.
     rows = pads.dataset(report / "predictions", format="parquet").to_table(
-        columns=["topk_confidence", "correct@1", "uncalibrated_confidence"]).to_pydict()
+        columns=["topk_confidence", "correct@1", "uncalibrated_confidence"],
+        filter=pc.field("test_set") == "held").to_pydict()
+    assert len(rows["correct@1"]) == raw["images"]
     correct = np.array(rows["correct@1"], float)
     assert ece_by_loop(np.array([c[0] for c in rows["topk_confidence"]]), correct) == pytest.approx(scaled["ece"])
     assert ece_by_loop(np.array(rows["uncalibrated_confidence"]), correct) == pytest.approx(raw["ece"])
@@ -81,8 +85,10 @@ def test_trained_then_calibrated_model_has_lower_held_out_ece(trained, trained_r
     assert json.loads(meta[b"plantray.calibration"])["temperature"] == cal["temperature"]
     got = dict(zip(*pads.dataset(pred, format="parquet").to_table(columns=["image_uri", "confidence"])
                    .to_pydict().values()))
-    ev = pads.dataset(report / "predictions", format="parquet").to_table(columns=["image_uri", "topk_confidence"])
+    ev = pads.dataset(report / "predictions", format="parquet").to_table(
+        columns=["image_uri", "topk_confidence"], filter=pc.field("test_set") == "held")
     want = {u: c[0] for u, c in zip(*ev.to_pydict().values())}
+    assert set(got) == set(want) and len(want) == raw["images"]
     assert np.allclose([got[u] for u in want], list(want.values()), atol=1e-5)
 
 
