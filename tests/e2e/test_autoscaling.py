@@ -29,7 +29,7 @@ import pytest
 from tests.autoscaler import FakeAutoscalingCluster
 from tests.helpers import SPECIES, jpeg_bytes, tiny_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # starts fake-autoscaling clusters of its own
 
 REPO = Path(__file__).resolve().parents[2]
 N = 24  # images: tiny, the machine is small and shared
