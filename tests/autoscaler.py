@@ -141,8 +141,11 @@ class FakeAutoscalingCluster:
             raise
         return self
 
-    def stop(self, grace: float = 10.0) -> None:
-        """End every process of this cluster's session (SIGTERM, then SIGKILL), then remove its temp dir."""
+    def stop(self, grace: float = 3.0) -> None:
+        """End every process of this cluster's session (SIGTERM, then SIGKILL), then remove its temp dir.
+
+        A short grace: some of the session's processes outlive a SIGTERM, and waiting 10 s for them cost each
+        cluster's teardown 10 s; what is left after ``grace`` is SIGKILLed (the test's own cluster, no data)."""
         if self.proc is None:
             return
         sid = self.proc.pid  # start_new_session: the session id is the `ray start` pid

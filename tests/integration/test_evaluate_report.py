@@ -59,7 +59,7 @@ def _entry(report) -> dict:
 
 
 def test_training_records_validation_loss_and_accuracy_per_epoch(flora, trained):
-    """The shared run: `train --val unseen.parquet` on 2 workers (tests/integration/conftest.py)."""
+    """The shared run: `train --val unseen.parquet` on 1 worker (tests/integration/conftest.py)."""
     trained, epochs = trained["model"], trained["config"]["epochs"]
     history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     val = pq.read_table(flora / "unseen.parquet").to_pylist()

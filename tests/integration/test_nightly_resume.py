@@ -170,7 +170,9 @@ def _chunk_files(table: str, chunk: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["after_first_commit", "writing_second_chunk", "before_second_commit",
+# The driver killed on a running Ray at two points, and driver and its embedded Ray killed together at the
+# third (a driver-only kill at that point proves nothing the other two do not: the table sees the same files).
+@pytest.mark.parametrize("point", ["after_first_commit", "writing_second_chunk",
                                    "before_second_commit, embedded Ray"])
 def test_kill_and_resume(setup, tmp_path, point, ray_address, capsys):
     model, manifest, uris = setup

@@ -71,9 +71,22 @@ def test_workers_that_cannot_be_placed_fail_in_bounded_time_naming_the_ask(data,
     assert not (tmp_path / "m" / "model_card.json").exists()
 
 
+def _assert_thread_budget(history: list[dict], workers: int) -> None:
+    """Torch threads chosen inside each worker: together the workers of a node never ask for more threads than
+    the node has CPUs (the cores this machine lets us run on, at most the CPUs its Ray node counts), and each
+    has at least one. The session's Ray is one node, so every worker is on it."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    assert len(nodes) == 1
+    node_cpus = min(len(os.sched_getaffinity(0)), int(nodes[0]["Resources"]["CPU"]))
+    for m in history:
+        assert m["workers"] == workers and 1 <= m["threads"] and m["threads"] * m["workers"] <= node_cpus, m
+
+
 @pytest.mark.slow
 def test_trains_and_classifies_held_out_images(trained, tmp_path):
-    """The session's shared training run (tests/integration/conftest.py: 2 workers, --val) is complete and learnt."""
+    """The session's shared training run (tests/integration/conftest.py: 1 worker, --val) is complete and learnt."""
     from plantray.commands.classify import ClassifyConfig, classify
 
     data, out, summary, config = trained["data"], trained["model"], trained["summary"], trained["config"]
@@ -82,17 +95,9 @@ def test_trains_and_classifies_held_out_images(trained, tmp_path):
     card = json.loads((out / "model_card.json").read_text())
     assert card["data"]["skipped_unreadable"] == 1
     assert card["data"]["license"] == config["license"] and card["data"]["citation"] == config["citation"]
-    assert card["training"]["config"]["epochs"] == config["epochs"] and card["hardware"]["workers"] == 2
-    # Torch threads chosen inside each worker: together the workers of a node never ask for more threads than
-    # the node has CPUs (the cores this machine lets us run on, at most the CPUs its Ray node counts), and
-    # each has at least one. The session's Ray is one node, so every worker is on it.
-    import ray
-
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    assert len(nodes) == 1
-    node_cpus = min(len(os.sched_getaffinity(0)), int(nodes[0]["Resources"]["CPU"]))
-    for m in read_jsonl(out / "metrics.jsonl"):
-        assert m["workers"] == 2 and 1 <= m["threads"] and m["threads"] * m["workers"] <= node_cpus, m
+    assert card["training"]["config"]["epochs"] == config["epochs"]
+    assert card["hardware"]["workers"] == config["workers"]
+    _assert_thread_budget(read_jsonl(out / "metrics.jsonl"), config["workers"])
     assert card["input"]["crop_size"] == 64 and card["arch"] == "resnet18"
     # Per-class counts in labels.csv match the manifest (the broken row is a row of the first species).
     manifest = pq.read_table(data / "train_plus.parquet").column("scientificName").to_pylist()
@@ -145,7 +150,11 @@ def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp
     assert s3.exists(f"{storage.removeprefix('s3://')}/resumable/_fault_injected")
     assert summary["skipped_unreadable"] == 1  # the broken.jpg inside the tree
     assert all(m["val_images"] == SPECIES * 8 and 0 <= m["val_accuracy"] <= 1 for m in history)
-    sha = json.loads((out / "model_card.json").read_text())["weights"]["sha256"]
+    # Two DDP workers on the session's one node, within its CPUs.
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["hardware"]["workers"] == 2
+    _assert_thread_budget(history, 2)
+    sha = card["weights"]["sha256"]
     # Same --name again after completion: nothing is retrained (Ray Train is not even started: the last epoch's
     # checkpoint is there), the same weights are written.
     monkeypatch.delenv(FAIL_AFTER_EPOCH_ENV)
