@@ -128,13 +128,3 @@ def run_until(argv: list[str], condition: Callable[[], bool] | None, timeout: fl
 def file_appears(path: str) -> Callable[[], bool]:
     """Condition: ``path`` exists."""
     return lambda: os.path.exists(path)
-
-
-def files_reach(directory: str, count: int, suffix: str = "") -> Callable[[], bool]:
-    """Condition: ``directory`` holds at least ``count`` files ending in ``suffix``."""
-    def condition() -> bool:
-        try:
-            return sum(name.endswith(suffix) for name in os.listdir(directory)) >= count
-        except FileNotFoundError:
-            return False
-    return condition

@@ -162,6 +162,7 @@ def publish_chunk(uri: str, chunk: int) -> list[str]:
     Returns:
         The published file names.
     """
+    pause_point(f"staged:{chunk}", uri)
     names = []
     for src in storage.list_files(staging_dir(uri, chunk)):
         name = f"chunk-{chunk:06d}-" + src.rstrip("/").rsplit("/", 1)[-1]

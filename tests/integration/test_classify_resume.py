@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from plantray.cli import main
-from tests.crash import file_appears, files_reach, plantray_env, run_until
+from tests.crash import file_appears, plantray_env, run_until
 from tests.helpers import jpeg_bytes, tiny_model, write
 
 ROWS, COMMIT_EVERY = 60, 20
@@ -79,11 +79,12 @@ def _chunk_sizes(out: str) -> dict[str, int]:
     return sizes
 
 
-# (kill point, what to wait for, extra environment, embedded Ray): before any chunk is published (chunk 0
-# staged), mid-publish (chunk 1's files moved into OUTPUT, its marker not yet written), after two chunks
-# committed. The last one kills the run's own embedded Ray with it.
+# (kill point, what to wait for, extra environment, embedded Ray): before any chunk is published (chunk 0's
+# files staged; the run pauses there, since a poll for staged files missed them when the run was quick),
+# mid-publish (chunk 1's files moved into OUTPUT, its marker not yet written), after two chunks committed.
+# The last one kills the run's own embedded Ray with it.
 CASES = {
-    "chunk 0 staged": (lambda out: files_reach(f"{out}/_staging/000000", 1), {}, False),
+    "chunk 0 staged": (lambda out: file_appears(f"{out}/_paused-staged-0"), {"PLANTRAY_PAUSE_AT": "staged:0"}, False),
     "chunk 1 published, no marker": (lambda out: file_appears(f"{out}/_paused-published-1"),
                                      {"PLANTRAY_PAUSE_AT": "published:1"}, False),
     "2 chunks committed, embedded Ray": (lambda out: file_appears(f"{out}/_chunks/000001.json"), {}, True),
