@@ -49,3 +49,19 @@ def tiny_model(uri: str, arch: str = "resnet18", crop: int = 32, names=SPECIES, 
 def read_output(uri: str, filesystem=None):
     """Reads a Parquet dataset back with pyarrow (not with plantray)."""
     return pads.dataset(uri, format="parquet", filesystem=filesystem).to_table()
+
+
+def add_broken_image(root) -> None:
+    """Beside a synthetic dataset's ``train.parquet`` (``plantray synth``), writes ``train_plus.parquet``: the
+    same manifest plus one row whose file, ``train/<first species>/broken.jpg``, is not a JPEG."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = pq.read_table(os.path.join(root, "train.parquet"))
+    first = manifest.column("scientificName")[0].as_py()
+    with open(os.path.join(root, "train", first, "broken.jpg"), "wb") as f:
+        f.write(b"this is not a JPEG")
+    extra = {c: [None] for c in manifest.column_names}
+    extra.update(image_uri=[f"train/{first}/broken.jpg"], scientificName=[first], tag=["flower"])
+    pq.write_table(pa.concat_tables([manifest, pa.table(extra, schema=manifest.schema)]),
+                   os.path.join(root, "train_plus.parquet"))

@@ -3,9 +3,9 @@ trained model (training, calibration, classify of held-out images)."""
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+
+from tests.helpers import add_broken_image
 
 # The shared run: 6 synthetic species, 30 training images each (plus one file that is no image), 80
 # validation images each (the 'unseen' split, which `train --val` calibrates on) and 300 held-out test images
@@ -29,12 +29,7 @@ def synth_plants(tmp_path_factory):
     synthesize(SynthConfig(str(root), species=TRAINED["species"], images_per_species=TRAINED["train"],
                            test_per_species=TRAINED["test"], unseen_per_species=TRAINED["val"],
                            ood_noplant=TRAINED["noplant"], min_pixels=3000, max_pixels=8000, seed=11))
-    manifest = pq.read_table(root / "train.parquet")
-    first = manifest.column("scientificName")[0].as_py()
-    (root / "train" / first / "broken.jpg").write_bytes(b"this is not a JPEG")
-    extra = {c: [None] for c in manifest.column_names}
-    extra.update(image_uri=[f"train/{first}/broken.jpg"], scientificName=[first], tag=["flower"])
-    pq.write_table(pa.concat_tables([manifest, pa.table(extra, schema=manifest.schema)]), root / "train_plus.parquet")
+    add_broken_image(root)
     return root
 
 

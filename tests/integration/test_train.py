@@ -25,6 +25,7 @@ from plantray.commands.synth import SynthConfig, synthesize
 from plantray.commands.train import TrainConfig, train
 from plantray.training.loop import build_optimizer, load_checkpoint, save_checkpoint
 from plantray.training.run import FAIL_AFTER_EPOCH_ENV
+from tests.helpers import add_broken_image
 
 SPECIES = 4
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,12 +37,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     synthesize(SynthConfig(str(root), species=SPECIES, images_per_species=24, test_per_species=8,
                            unseen_per_species=1, min_pixels=3000, max_pixels=8000, seed=3))
-    manifest = pq.read_table(root / "train.parquet")
-    first = manifest.column("scientificName")[0].as_py()
-    (root / "train" / first / "broken.jpg").write_bytes(b"this is not a JPEG")
-    extra = {c: [None] for c in manifest.column_names}
-    extra.update(image_uri=[f"train/{first}/broken.jpg"], scientificName=[first], tag=["flower"])
-    pq.write_table(pa.concat_tables([manifest, pa.table(extra, schema=manifest.schema)]), root / "train_plus.parquet")
+    add_broken_image(root)
     return root
 
 
