@@ -204,21 +204,12 @@ def write_bytes(uri: str, data: bytes) -> None:
     Local paths get their parent directories and are written to a hidden temporary file renamed into
     place; object stores publish one PUT whole or not at all.
     """
-    fs, path = get_fs(uri)
     if scheme(uri) != "file":
+        fs, path = get_fs(uri)
         fs.pipe_file(path, data)
         return
-    parent, name = os.path.split(path)
-    os.makedirs(parent, exist_ok=True)
-    # Hidden (list_files skips it) and created like any file (mkstemp's 0600 would hide models from others).
-    tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with open_for_write(uri) as f:
+        f.write(data)
 
 
 def write_many(files: dict[str, bytes]) -> None:
@@ -265,6 +256,7 @@ def open_for_write(uri: str):
         return
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
+    # Hidden (list_files skips it) and created like any file (mkstemp's 0600 would hide models from others).
     tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
     try:
         with open(tmp, "xb") as f:
