@@ -1,6 +1,6 @@
 """``plantray train``: the paper's fine-tuning recipe on Ray Train — multi-worker, fault-tolerant, resumable.
 
-DATA (manifest or ImageFolder tree) -> label set and per-class counts (one small groupby) -> Ray Data
+DATA (manifest or ImageFolder tree) -> label set and per-class counts (per-block counts summed) -> Ray Data
 stream: global shuffle of the URI rows (re-seeded every epoch), read + decode + tag-aware augmentation
 in CPU tasks -> one shard per Ray Train worker -> DDP training (:mod:`plantray.training.loop`, driven by
 :mod:`plantray.training.run`) with a checkpoint under ``--storage/--name`` every ``--checkpoint-every`` epochs.
@@ -61,8 +61,11 @@ class TrainConfig(RayOptions):
     checkpoint_every: int = field(1, help="epochs between checkpoints (the last epoch is always saved)")
     max_failures: int = field(3, help="worker failures to recover from (from the last checkpoint); -1 = always")
     seed: int = field(0, help="seed of the initial weights, shuffles and local shuffle buffers")
-    val: str | None = field(None, help="optional validation manifest/tree: Top-1 and loss after every epoch "
-                            "(metrics, training_curve.png) and the temperature of calibrated confidences")
+    val: str | None = field(None, help="optional validation manifest/tree: Top-1 and loss after each epoch "
+                            "(see --val-every; metrics, training_curve.png) and the temperature of calibrated "
+                            "confidences")
+    val_every: int = field(1, help="validate on --val every N epochs instead (the last epoch always is): a "
+                           "large --val costs a pass over it each time")
     data_license: str = field("", help="licence of the training images (recorded in the model card)")
     data_citation: str = field("", help="citation of the training data (recorded in the model card)")
     model_name: str | None = field(None, help="model name in the card (default plantray-ARCH)")
@@ -102,6 +105,7 @@ def validate(cfg: TrainConfig) -> dict:
            (cfg.lr > 0, f"--lr {cfg.lr} must be > 0"),
            (cfg.backbone_lr_scale >= 0, f"--backbone-lr-scale {cfg.backbone_lr_scale} must be >= 0"),
            (cfg.checkpoint_every >= 1, f"--checkpoint-every {cfg.checkpoint_every} must be >= 1"),
+           (cfg.val_every >= 1, f"--val-every {cfg.val_every} must be >= 1"),
            (cfg.max_failures >= -1, f"--max-failures {cfg.max_failures} must be >= -1"),
            (0 < cfg.scale_min <= 1, f"--scale-min {cfg.scale_min} must be in (0, 1]"),
            (cfg.cpus_per_worker is None or cfg.cpus_per_worker > 0, "--cpus-per-worker must be > 0"),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 from typing import TYPE_CHECKING
 
 import pyarrow.dataset as pads
@@ -33,6 +32,7 @@ from plantray.columns import (
     TAXON_RANK,
 )
 from plantray.config import ConfigError
+from plantray.pause import pause_point
 
 if TYPE_CHECKING:  # the readers (export dwca) check outputs without starting Ray
     import ray
@@ -41,7 +41,6 @@ SUCCESS = "_SUCCESS"
 PROGRESS = "_plantray_progress.json"
 STAGING = "_staging"
 MARKERS = "_chunks"
-PAUSE_ENV = "PLANTRAY_PAUSE_AT"
 
 
 class PartialOutput(ConfigError):
@@ -209,17 +208,3 @@ def check_complete(uri: str) -> None:
     raise PartialOutput(f"{uri!r} is a partial plantray classify output ({state[1]} of {state[2]} chunks "
                         f"committed, no {SUCCESS}): the run was killed or is still running. Finish it with "
                         f"`plantray classify --resume` (same --input, --model and --output), then read it")
-
-
-def pause_point(name: str, uri: str) -> None:
-    """Seam for crash tests: when ``PLANTRAY_PAUSE_AT`` equals ``name``, announce it and wait to be killed.
-
-    The announcement is ``OUTPUT/_paused-<name>`` (``:`` as ``-``); the wait is bounded (60 s) so a test
-    that fails to kill the run does not leave it hanging. Unset in every real run.
-    """
-    if os.environ.get(PAUSE_ENV) != name:
-        return
-    import time
-
-    storage.write_bytes(storage.join(uri, "_paused-" + name.replace(":", "-")), b"")
-    time.sleep(60)

@@ -58,8 +58,9 @@ def plot_curve(uri: str, history: list[dict], title: str = "") -> None:
     # Training figures are taken on augmented crops while the weights change during the epoch (and with
     # --class-balance the loss is re-weighted); validation ones on the evaluation crops after the epoch.
     for ax, key, name in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "accuracy", "top-1 accuracy")):
-        if any(f"val_{key}" in m for m in history):  # open squares, dashed: a training line on top stays visible
-            ax.plot(epochs, [m.get(f"val_{key}", float("nan")) for m in history], "s--", ms=9, mfc="none",
+        validated = [m for m in history if f"val_{key}" in m]  # every epoch, or every --val-every
+        if validated:  # open squares, dashed: a training line on top stays visible
+            ax.plot([m["epoch"] for m in validated], [m[f"val_{key}"] for m in validated], "s--", ms=9, mfc="none",
                     color="tab:orange", label="validation (--val, after the epoch)")
         ax.plot(epochs, [m[key] for m in history], "o-", ms=5, color="tab:blue",
                 label="training (augmented, during the epoch)")

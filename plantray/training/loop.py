@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from plantray import storage
 from plantray.model.network import build_model, head_prefix, normalize
+from plantray.pause import pause_point
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FAULT_MARKER = "_fault_injected"
@@ -248,6 +249,11 @@ def _maybe_fail(cfg: dict, epoch: int) -> None:
     raise InjectedFault(f"injected failure after epoch {epoch} (PLANTRAY_FAIL_AFTER_EPOCH)")
 
 
+def validates(epoch: int, cfg: dict) -> bool:
+    """Whether epoch ``epoch`` ends with a pass over --val: every ``val_every``-th and the last."""
+    return epoch % cfg.get("val_every", 1) == 0 or epoch == cfg["epochs"]
+
+
 def _report(metrics: dict, model, optimizer, scheduler, epoch: int, history: list, save: bool) -> None:
     """Reports the epoch's metrics; rank 0 attaches the checkpoint when ``save``."""
     rank = ray.train.get_context().get_world_rank()
@@ -284,7 +290,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     val = ray.train.get_dataset_shard("val") if cfg["has_val"] else None
     for epoch in range(done + 1, cfg["epochs"] + 1):
         metrics = train_one_epoch(model, optimizer, shard, class_weights, device, cfg, epoch)
-        if val is not None:
+        if val is not None and validates(epoch, cfg):
             metrics.update(evaluate(model, val, device, cfg))
         metrics.update(epoch=epoch, lr=optimizer.param_groups[-1]["lr"], restored_epoch=done,
                        workers=ray.train.get_context().get_world_size(), device=hardware(cfg["use_gpu"]),
@@ -294,3 +300,5 @@ def train_loop_per_worker(cfg: dict) -> None:
         save = epoch % cfg["checkpoint_every"] == 0 or epoch == cfg["epochs"]
         _report(metrics, model, optimizer, scheduler, epoch, history, save)
         _maybe_fail(cfg, epoch)
+        if ray.train.get_context().get_world_rank() == 0:
+            pause_point(f"epoch:{epoch}", cfg["run_dir"], cfg.get("pause_at", ""))

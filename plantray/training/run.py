@@ -26,6 +26,7 @@ from plantray.images.presets import EvalPreset
 from plantray.model.artifact import make_card, save_artifact
 from plantray.model.labels import Labels
 from plantray.model.network import build_model
+from plantray.pause import requested_point
 from plantray.training import curves
 from plantray.training.data import class_weights
 from plantray.training.loop import CHECKPOINT_FILE, checkpoint_dir, load_checkpoint, train_loop_per_worker
@@ -181,7 +182,8 @@ def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict) -> di
     """The plain dict every worker receives (from the job's TrainConfig ``cfg``).
 
     The test suite makes worker 0 fail once after epoch N by setting ``PLANTRAY_FAIL_AFTER_EPOCH=N``
-    (:data:`FAIL_AFTER_EPOCH_ENV`) in the driver's environment; it is no user-facing flag.
+    (:data:`FAIL_AFTER_EPOCH_ENV`) in the driver's environment, or pause after epoch N's report with
+    ``PLANTRAY_PAUSE_AT=epoch:N`` (:mod:`plantray.pause`); neither is a user-facing flag.
     """
     weights = None
     if cfg.class_balance != "none" and cfg.balance_mode == "loss":
@@ -192,7 +194,8 @@ def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict) -> di
             "batch_size": cfg.batch_size, "seed": cfg.seed, "shuffle_buffer": cfg.shuffle_buffer,
             "checkpoint_every": cfg.checkpoint_every, "class_weights": weights, "use_gpu": cfg.use_gpu,
             "mean": list(eval_preset.mean), "std": list(eval_preset.std), "has_val": bool(cfg.val),
-            "fail_after_epoch": cfg.fail_after_epoch or _fail_after_epoch(),
+            "val_every": cfg.val_every,
+            "fail_after_epoch": cfg.fail_after_epoch or _fail_after_epoch(), "pause_at": requested_point() or "",
             "run_dir": storage.absolute(where["run_dir"]),
             "fair_share_threads": cfg.cpus_per_worker is None}
 

@@ -15,7 +15,7 @@ from tests.helpers import add_broken_image
 # 0.028-0.037 in three runs. Two workers of 8 (no synchronised batch norm) learnt far less evenly (Top-1 0.58-0.79,
 # calibrated ECE up to 0.060); training on 2 workers is tested with tinyresnet in test_train.py.
 TRAINED = {"species": 6, "train": 30, "val": 80, "test": 300, "noplant": 6, "epochs": 10, "workers": 1,
-           "image_size": 64,
+           "image_size": 64, "val_every": 4,
            "license": "CC-BY 4.0 (synthetic)", "citation": "plantray synth"}
 
 
@@ -36,8 +36,8 @@ def synth_plants(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(synth_plants, tmp_path_factory, ray_session):
     """One ``plantray train --val`` run shared by the session: resnet18 from scratch at 64 px on 1 Ray Train
-    worker, calibrated on the validation split. Returns ``{"data", "model", "summary", "config"}`` (config:
-    :data:`TRAINED`)."""
+    worker, validated after every 4th and the last epoch, calibrated on the validation split. Returns
+    ``{"data", "model", "summary", "config"}`` (config: :data:`TRAINED`)."""
     from plantray.commands.train import TrainConfig, train
 
     model = tmp_path_factory.mktemp("trained") / "model"
@@ -45,6 +45,7 @@ def trained(synth_plants, tmp_path_factory, ray_session):
         data=str(synth_plants / "train_plus.parquet"), output=str(model), arch="resnet18", init="random",
         epochs=TRAINED["epochs"], num_workers=TRAINED["workers"], image_size=TRAINED["image_size"], batch_size=16,
         lr=2e-3, seed=1, val=str(synth_plants / "unseen.parquet"), checkpoint_every=5,
+        val_every=TRAINED["val_every"],
         data_license=TRAINED["license"], data_citation=TRAINED["citation"]))
     return {"data": synth_plants, "model": model, "summary": summary, "config": TRAINED}
 

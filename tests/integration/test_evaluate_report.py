@@ -59,15 +59,21 @@ def _entry(report) -> dict:
 
 
 def test_training_records_validation_loss_and_accuracy_per_epoch(flora, trained):
-    """The shared run: `train --val unseen.parquet` on 1 worker (tests/integration/conftest.py)."""
-    trained, epochs = trained["model"], trained["config"]["epochs"]
+    """The shared run: `train --val unseen.parquet --val-every 4` for 10 epochs on 1 worker
+    (tests/integration/conftest.py). Validation after every epoch is checked by test_train's worker-failure run."""
+    trained, epochs, every = trained["model"], trained["config"]["epochs"], trained["config"]["val_every"]
     history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     val = pq.read_table(flora / "unseen.parquet").to_pylist()
     assert [m["epoch"] for m in history] == list(range(1, epochs + 1))
-    assert all(m["val_images"] == len(val) and m["val_loss"] > 0 and 0 <= m["val_accuracy"] <= 1 for m in history)
+    validated = [m for m in history if "val_loss" in m]
+    assert [m["epoch"] for m in validated] == [4, 8, 10] == [e for e in range(1, epochs + 1)
+                                                              if e % every == 0 or e == epochs]
+    assert all("val_accuracy" not in m and "val_images" not in m for m in history if m not in validated)
+    assert all(m["val_images"] == len(val) and m["val_loss"] > 0 and 0 <= m["val_accuracy"] <= 1 for m in validated)
     with open(trained / "metrics.csv") as f:
         table = list(csv.DictReader(f))
-    assert [float(r["val_loss"]) for r in table] == pytest.approx([m["val_loss"] for m in history])
+    assert [r["val_loss"] and float(r["val_loss"]) for r in table] == pytest.approx(
+        [m.get("val_loss", "") for m in history])
     # The last epoch's figures are those of the saved weights: recomputed here with torchvision.
     card = json.loads((trained / "model_card.json").read_text())
     with open(trained / "labels.csv") as f:

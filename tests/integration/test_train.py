@@ -167,12 +167,13 @@ def _manifest(path, rows: dict):
     return str(path)
 
 
-@pytest.mark.parametrize("case", ["epochs", "workers", "init", "no_labels", "single_class", "empty"])
+@pytest.mark.parametrize("case", ["epochs", "workers", "val_every", "init", "no_labels", "single_class", "empty"])
 def test_bad_input_exits_2_with_the_reason(case, data, tmp_path, capsys, ray_session):
     img = str(data / "test.parquet")
     # Every manifest gets its own file: the table below builds them all.
     args = {"epochs": (img, ["--epochs", "0"], "--epochs 0"),
             "workers": (img, ["--num-workers", "0"], "--num-workers 0"),
+            "val_every": (img, ["--val-every", "0"], "--val-every 0 must be >= 1"),
             "init": (img, ["--init", str(tmp_path / "missing.pt")], "does not exist"),
             "no_labels": (_manifest(tmp_path / "a.parquet", {"image_uri": ["a.jpg", "b.jpg"]}), [],
                           "no scientificName"),
@@ -219,14 +220,15 @@ def test_optimizer_groups_schedule_and_checkpoint_round_trip(tmp_path):
 
 class _Driver:
     """``plantray train`` as its own process (own session) submitted to the Ray at ``address``, its output
-    lines timestamped."""
+    lines timestamped; ``pause_at`` names a :mod:`plantray.pause` point to wait at."""
 
-    def __init__(self, args: list[str], address: str):
+    def __init__(self, args: list[str], address: str, pause_at: str = ""):
         import subprocess
         import sys
         import threading
 
-        env = {**os.environ, "PYTHONPATH": REPO, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_ADDRESS": address}
+        env = {**os.environ, "PYTHONPATH": REPO, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_ADDRESS": address,
+               "PLANTRAY_PAUSE_AT": pause_at}
         self.lines: list[tuple[float, str]] = []
         self.proc = subprocess.Popen([sys.executable, "-m", "plantray", "train", *args], env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -266,38 +268,38 @@ class _Driver:
 
 @pytest.mark.slow
 def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_address):
-    epochs = 6  # the kill comes a beat after epoch 2's checkpoint: later epochs must still be to do then
+    epochs, killed_after = 4, 2
     out = tmp_path / "model"
-    args = ["--data", str(data / "train.parquet"), "--output", str(out), "--arch", "resnet18", "--init", "random",
+    args = ["--data", str(data / "train.parquet"), "--output", str(out), "--arch", "tinyresnet", "--init", "random",
             "--epochs", str(epochs), "--num-workers", "1", "--image-size", "32", "--batch-size", "16",
             "--name", "timed"]
     run_dir = tmp_path / "model-checkpoints" / "timed"
     ledger = run_dir / "_plantray_invocations.json"
-    # First invocation: measured from its "training ..." line to the epoch-2 checkpoint, then SIGKILLed
-    # once its time has been recorded past that point (it records every few seconds).
-    first = _Driver(args, ray_address)
-    start1 = first.wait("training line", lambda: first.seen("training resnet18 on"))
-    # The epoch directory appears while it is still being written; Ray Train registers it (and a restart
-    # restores it) only once its checkpoint manager's snapshot names it.
+    # First invocation: measured from its "training ..." line to the epoch-2 checkpoint, where it waits
+    # (plantray.pause) to be SIGKILLed once its time has been recorded past that point (every 2 s).
+    first = _Driver(args, ray_address, pause_at=f"epoch:{killed_after}")
+    start1 = first.wait("training line", lambda: first.seen("training tinyresnet on"))
+    # Ray Train registers a checkpoint (and a restart restores it) once its checkpoint manager's snapshot
+    # names it, which may come after the worker's report returned.
     snapshot = run_dir / "checkpoint_manager_snapshot.json"
     end1 = first.wait("epoch 2 checkpoint", lambda: snapshot.exists() and "epoch_0002" in snapshot.read_text()
                       and time.monotonic())
+    assert (run_dir / f"_paused-epoch-{killed_after}").exists()
     wall_end1 = time.time()
     first.wait("time recorded", lambda: ledger.exists() and ledger.stat().st_mtime > wall_end1 + 0.5)
     first.kill_tree()
     # The epoch the second invocation restores: the last one Ray Train registered before the kill.
-    restored = max(int(n) for n in re.findall(r"epoch_(\d{4})", snapshot.read_text()))
-    assert 2 <= restored < epochs, f"the first invocation was not cut short (registered epoch {restored})"
+    assert max(int(n) for n in re.findall(r"epoch_(\d{4})", snapshot.read_text())) == killed_after
     assert not (out / "model_card.json").exists()
     # Second invocation resumes: measured from its "training ..." line to the final checkpoint.
     second = _Driver(args, ray_address)
-    start2 = second.wait("training line", lambda: second.seen("training resnet18 on"))
+    start2 = second.wait("training line", lambda: second.seen("training tinyresnet on"))
     last = run_dir / f"epoch_{epochs:04d}"
     end2 = second.wait(f"epoch {epochs} checkpoint", lambda: last.exists() and time.monotonic())
     assert second.proc.wait(300) == 0, second.output()
     history = read_jsonl(out / "metrics.jsonl")
     assert [m["epoch"] for m in history] == list(range(1, epochs + 1))
-    assert history[restored]["restored_epoch"] == restored
+    assert [m["restored_epoch"] for m in history] == [0] * killed_after + [killed_after] * (epochs - killed_after)
     card = json.loads((out / "model_card.json").read_text())
     measured = (end1 - start1) + (end2 - start2)
     # A lower bound only: each invocation ran at least as long as the stretch the test saw of it.
