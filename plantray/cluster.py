@@ -14,6 +14,9 @@ import ray
 from plantray import console
 from plantray.config import ConfigError
 
+TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # read by Ray Train's controller (ray.train.v2 constants)
+LOCAL_TRAIN_POLL_SECONDS = "0.5"
+
 
 def ensure_ray(dashboard: bool = False, **init_kwargs) -> None:
     """Joins the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it) or starts a local Ray.
@@ -28,6 +31,9 @@ def ensure_ray(dashboard: bool = False, **init_kwargs) -> None:
         address = os.environ.get("RAY_ADDRESS") or None
         if address is None:  # options of a new local instance; a cluster refuses them
             init_kwargs.setdefault("include_dashboard", dashboard)
+            # Ray Train's controller polls its workers every 2 s and each epoch's report waits for a poll:
+            # on a laptop's short epochs (quickstart) that was ~2 s an epoch. A cluster keeps its own setting.
+            os.environ.setdefault(TRAIN_POLL_ENV, LOCAL_TRAIN_POLL_SECONDS)
         console.say(f"joining the Ray cluster at {address}" if address else "starting a local Ray")
         ray.init(address=address, log_to_driver=False, configure_logging=False, **init_kwargs)
     ctx = ray.data.DataContext.get_current()

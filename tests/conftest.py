@@ -12,6 +12,10 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# What plantray gives an embedded Ray (plantray.cluster.ensure_ray), given here to every Ray the tests start
+# (the session Ray, the two-node cluster, the fake autoscalers) and the CLIs they run: Ray Train's controller
+# polls its workers every 0.5 s, not 2 s, so the tests' short epochs do not each wait ~2 s for a poll.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 # Kinds of test, marked from what a test uses (README, Tests): `make test` runs them all, `make test-fast`
