@@ -32,7 +32,7 @@ from plantray.columns import (
     TAXON_RANK,
 )
 from plantray.config import ConfigError
-from plantray.pause import pause_point
+from plantray.storage.pause import pause_point
 
 if TYPE_CHECKING:  # the readers (export dwca) check outputs without starting Ray
     import ray

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from plantray import storage
 from plantray.model.network import build_model, head_prefix, normalize
-from plantray.pause import pause_point
+from plantray.storage.pause import pause_point
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FAULT_MARKER = "_fault_injected"

@@ -26,7 +26,7 @@ from plantray.images.presets import EvalPreset
 from plantray.model.artifact import make_card, save_artifact
 from plantray.model.labels import Labels
 from plantray.model.network import build_model
-from plantray.pause import requested_point
+from plantray.storage.pause import requested_point
 from plantray.training import curves
 from plantray.training.data import class_weights
 from plantray.training.loop import CHECKPOINT_FILE, checkpoint_dir, load_checkpoint, train_loop_per_worker
@@ -183,7 +183,7 @@ def loop_config(cfg, labels: Labels, eval_preset: EvalPreset, where: dict) -> di
 
     The test suite makes worker 0 fail once after epoch N by setting ``PLANTRAY_FAIL_AFTER_EPOCH=N``
     (:data:`FAIL_AFTER_EPOCH_ENV`) in the driver's environment, or pause after epoch N's report with
-    ``PLANTRAY_PAUSE_AT=epoch:N`` (:mod:`plantray.pause`); neither is a user-facing flag.
+    ``PLANTRAY_PAUSE_AT=epoch:N`` (:mod:`plantray.storage.pause`); neither is a user-facing flag.
     """
     weights = None
     if cfg.class_balance != "none" and cfg.balance_mode == "loss":

@@ -220,7 +220,7 @@ def test_optimizer_groups_schedule_and_checkpoint_round_trip(tmp_path):
 
 class _Driver:
     """``plantray train`` as its own process (own session) submitted to the Ray at ``address``, its output
-    lines timestamped; ``pause_at`` names a :mod:`plantray.pause` point to wait at."""
+    lines timestamped; ``pause_at`` names a :mod:`plantray.storage.pause` point to wait at."""
 
     def __init__(self, args: list[str], address: str, pause_at: str = ""):
         import subprocess
@@ -276,7 +276,7 @@ def test_duration_covers_every_invocation_after_sigkill(data, tmp_path, ray_addr
     run_dir = tmp_path / "model-checkpoints" / "timed"
     ledger = run_dir / "_plantray_invocations.json"
     # First invocation: measured from its "training ..." line to the epoch-2 checkpoint, where it waits
-    # (plantray.pause) to be SIGKILLed once its time has been recorded past that point (every 2 s).
+    # (plantray.storage.pause) to be SIGKILLed once its time has been recorded past that point (every 2 s).
     first = _Driver(args, ray_address, pause_at=f"epoch:{killed_after}")
     start1 = first.wait("training line", lambda: first.seen("training tinyresnet on"))
     # Ray Train registers a checkpoint (and a restart restores it) once its checkpoint manager's snapshot
