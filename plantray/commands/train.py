@@ -213,14 +213,15 @@ def _train(cfg: TrainConfig, source, where: dict, workers, per_worker: dict) -> 
     # Data
     console.say(f"  reading the labels of {cfg.data}")
     ds, _ = source.dataset(labels_from_dirs=True)
-    labels, scan = scan_labels(ds, cfg.data)
+    columns = source.columns(labels_from_dirs=True)
+    labels, scan = scan_labels(ds, cfg.data, columns)
     preset, eval_preset = build_presets(cfg)
     # Model (built once here so a bad --arch/--init fails before any worker starts)
     _, provenance = build_model(cfg.arch, len(labels), cfg.init)
     if where["resuming"] and (state := finished_state(where["run_dir"], cfg.epochs)) is not None:
         console.say(f"  run {where['run_dir']} already trained all {cfg.epochs} epochs: writing its model again")
         return state, 0, scan, labels, (preset, eval_preset), provenance
-    datasets = build_datasets(cfg, ds, labels, preset, eval_preset)
+    datasets = build_datasets(cfg, ds, columns, labels, preset, eval_preset)
     # Asked for, never checked against what is up now: Ray Train places the workers as nodes arrive.
     scaling = ray.train.ScalingConfig(num_workers=workers, use_gpu=cfg.use_gpu, resources_per_worker=per_worker)
     # Train

@@ -51,7 +51,7 @@ def _label_row_counts(ds, keys: list[str]) -> dict[tuple, int]:
     return rows
 
 
-def scan_labels(ds, uri: str):
+def scan_labels(ds, uri: str, columns: list[str]):
     """The label set and per-class image counts: each block counts its own label rows, the driver sums them.
 
     Per-block partial counts need no shuffle (a Ray Data groupby hash-partitions into 200 blocks and took
@@ -61,6 +61,8 @@ def scan_labels(ds, uri: str):
     Args:
         ds: the training dataset (``scientificName`` and optional genus/family/taxonID columns).
         uri: DATA, for messages.
+        columns: its columns as the source knows them without Ray (``Dataset.schema()`` of a mapped read
+            executes a first block: seconds on a fresh job's workers).
     Returns:
         (Labels sorted by name with ``train_images``, stats dict: ``images``, ``unlabelled``).
     Raises:
@@ -69,13 +71,10 @@ def scan_labels(ds, uri: str):
     from plantray.config import ConfigError
     from plantray.model.labels import Labels
 
-    schema = ds.schema()
-    if schema is None:
-        raise ConfigError(f"--data {uri!r} holds no images; point it at a non-empty manifest or tree")
-    if SCIENTIFIC_NAME not in schema.names:
-        raise ConfigError(f"--data {uri!r} has no scientificName column (columns: {schema.names[:10]}); add the "
+    if SCIENTIFIC_NAME not in columns:
+        raise ConfigError(f"--data {uri!r} has no scientificName column (columns: {columns[:10]}); add the "
                           "labels or use an ImageFolder tree <root>/<scientificName>/*.jpg")
-    keys = [k for k in LABEL_KEYS if k in schema.names]
+    keys = [k for k in LABEL_KEYS if k in columns]
     counts: dict[str, int] = {}
     extra: dict[str, dict[str, tuple[int, str]]] = {}
     for key, n in sorted(_label_row_counts(ds, keys).items()):  # sorted: ties go the same way every run
@@ -162,15 +161,16 @@ def eval_rows(table: pa.Table, view: EvalView, load: LoadOptions, label_index: d
     return to_arrays(load_batch(table, view, load), label_index, view.preset.crop_size)
 
 
-def build_datasets(cfg, ds, labels: Labels, preset: TrainPreset, eval_preset: EvalPreset) -> dict:
-    """The lazy training (and validation) datasets handed to Ray Train."""
+def build_datasets(cfg, ds, columns: list[str], labels: Labels, preset: TrainPreset,
+                   eval_preset: EvalPreset) -> dict:
+    """The lazy training (and validation) datasets handed to Ray Train (``columns``: the source's columns)."""
     index = {n: i for i, n in enumerate(labels.names)}
     load = LoadOptions(max_pixels=cfg.max_pixels)
     repeats = None
     if cfg.class_balance != "none" and cfg.balance_mode == "sample":
         weights = class_weights(labels.train_images, cfg.class_balance)
         repeats = {n: w for n, w in zip(labels.names, weights)}
-    keep = [c for c in (SOURCE_COLUMN, SCIENTIFIC_NAME, TAG) if c in ds.schema().names]
+    keep = [SOURCE_COLUMN, *(c for c in (SCIENTIFIC_NAME, TAG) if c in columns)]
     # Per-epoch shuffle without an all-to-all: block order re-seeded per execution, rows shuffled inside
     # each block of URIs (cheap), then the workers' local shuffle buffers mix the decoded images.
     seed = RandomSeedConfig(cfg.seed, reseed_after_execution=True)
