@@ -137,6 +137,7 @@ def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp
     cfg = tiny(data, out, data=str(data / "train"), epochs=3, max_failures=1,
                storage=storage, name="resumable", val=str(data / "test.parquet"))
     summary = train(cfg)
+    _no_train_actors_left()
     history = read_jsonl(out / "metrics.jsonl")
     # Same number of epochs as an uninterrupted run, each exactly once.
     assert summary["epochs"] == 3 and [m["epoch"] for m in history] == [1, 2, 3]
@@ -160,6 +161,22 @@ def test_worker_failure_resumes_from_checkpoint_and_rerun_does_nothing(data, tmp
     assert again["epochs_run_now"] == 0 and again["epochs"] == 3
     assert read_jsonl(out / "metrics.jsonl") == history
     assert json.loads((out / "model_card.json").read_text())["weights"]["sha256"] == sha
+
+
+def _no_train_actors_left(timeout: float = 30.0) -> None:
+    """A finished train() leaves no Ray Train controller or dataset actors behind in the driver's Ray (Ray Train's
+    own Ctrl-C handler used to keep the last run's alive: plantray.training.run._sigint_handler_kept)."""
+    import subprocess
+
+    names = ("ray::TrainController", "ray::DatasetManager", "ray::SplitCoordinator")
+    deadline = time.monotonic() + timeout
+    while True:
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout.splitlines()
+        left = [line for line in ps if line.startswith(names)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not left, left
 
 
 def _manifest(path, rows: dict):
