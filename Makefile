@@ -3,8 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 # pip compiles the installed files one at a time; `compileall -j 0` does the same on every core (the whole
-# set-up from no .venv, 3 paired runs on 2 cores: median 114 s -> 96 s, ratio 0.90). Folders of tests inside packages are skipped: torch ships
-# a Python 3.12-only file there, and nothing imports them.
+# set-up from no .venv, 3 paired runs on 2 cores: median 114 s -> 96 s, ratio 0.90). Folders of tests inside
+# packages are skipped: torch ships a Python 3.12-only file there, and nothing imports them.
 
 .PHONY: quickstart test test-fast test-unit lint bench clean
 
