@@ -195,6 +195,7 @@ class RayCluster:
         self.head: _Node | None = None
         self.workers: list[_Node] = []
         self.lost: list[_Node] = []  # worker nodes killed and replaced (their pids are still checked at stop)
+        self.replaced_at = float("-inf")  # time.monotonic() when a replacement node last came up
         self.root: Path | None = None
         self.gcs_address = self.dashboard_url = self.head_node_id = None
         self.worker_node_ids: list[str] = []
@@ -240,6 +241,7 @@ class RayCluster:
             name = f"worker-{len(self.workers) + len(self.lost)}"
             self.workers.append(self._launch(name, [f"--address={self.gcs_address}"]))
         self._wait_nodes(time.monotonic() + self.timeout)
+        self.replaced_at = time.monotonic()
 
     def stop(self) -> None:
         """End every process this cluster started (workers first) and remove its temp dir."""

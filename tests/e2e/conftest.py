@@ -39,10 +39,13 @@ def _shared_two_nodes(s3_server):
 
 @pytest.fixture
 def two_nodes(_shared_two_nodes) -> RayCluster:
-    """The shared two-node cluster with both nodes up: a worker node an earlier test killed is replaced first."""
+    """The shared two-node cluster with both nodes up: a worker node a test killed is replaced right after
+    that test (so the cluster has long known the new node when the next test starts), and before each test
+    in case one died on its own."""
     _shared_two_nodes.replace_lost_workers()
     assert len(_shared_two_nodes.worker_node_ids) == 1
-    return _shared_two_nodes
+    yield _shared_two_nodes
+    _shared_two_nodes.replace_lost_workers()
 
 
 @pytest.fixture(scope="module")
