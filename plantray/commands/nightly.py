@@ -1,10 +1,11 @@
 """``plantray nightly``: classify only what the current model has not predicted yet, commit chunk by chunk.
 
-Each run reads the input (e.g. the newest GBIF download), removes with a distributed left-anti join the
-images already predicted by this model, splits the rest into chunks of about ``--commit-every`` rows (by a
-stable hash of the key, :mod:`plantray.inference.chunks`), and for each chunk classifies it with the
-classify pipeline (decode tasks -> model actors), writes its Parquet files into the Delta table's
-directory and commits them as one Delta version (``plantray.storage.table``).
+Each run reads the input (e.g. the newest GBIF download), removes with a left-anti join (the table's done keys
+broadcast to the readers while the table is small, a hash-partitioned join beyond) the images already
+predicted by this model, splits the rest into chunks of about ``--commit-every`` rows (by a stable hash of the
+key, :mod:`plantray.inference.chunks`), and for each chunk classifies it with the classify pipeline (decode
+tasks -> model actors), writes its Parquet files into the Delta table's directory and commits them as one
+Delta version (``plantray.storage.table``).
 
 Semantics:
 
@@ -75,6 +76,10 @@ class NightlyConfig(InferenceOptions):
     full: bool = field(False, help="re-classify every input row")
     retry_failed: bool = field(True, help="re-try rows committed with an error")
     join_partitions: int = field(16, help="hash partitions of the already-done join")
+    broadcast_rows: int | None = field(None, help="a table of at most this many rows is joined by sending its "
+                                       "done keys to every input reader instead of a hash shuffle (0: always "
+                                       "shuffle; default: plantray.inference.incremental.DEFAULT_BROADCAST_ROWS, "
+                                       "250000)")
     stale_hours: float = field(24.0, help="uncommitted attempts older than this are deleted at the next run")
     commit_every: int | None = field(None, help="rows per chunk: each chunk is classified and committed as its "
                                      "own table version, so a crash loses at most one chunk (default: "
@@ -97,6 +102,8 @@ def validate(cfg: NightlyConfig) -> tuple:
     check([(cfg.run_id is None or bool(_RUN_ID.match(cfg.run_id)),
             f"--run-id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (at most 128)"),
            (cfg.rows_per_file >= 1 and cfg.join_partitions >= 1, "--rows-per-file and --join-partitions must be >= 1"),
+           (cfg.broadcast_rows is None or cfg.broadcast_rows >= 0,
+            f"--broadcast-rows {cfg.broadcast_rows} must be >= 0"),
            (cfg.stale_hours >= 0, f"--stale-hours {cfg.stale_hours} must be >= 0"),
            (cfg.commit_every is None or cfg.commit_every >= 1, f"--commit-every {cfg.commit_every} must be >= 1")])
     since = None

@@ -129,7 +129,7 @@ def rows_to_classify(cfg, sha: str, ds, columns: list[str], snap, since: dt.date
     """The rows an invocation classifies (nightly's already-done join, materialised) and why it runs.
 
     Args:
-        cfg: nightly's flags (``full``, ``retry_failed``, ``join_partitions``).
+        cfg: nightly's flags (``full``, ``retry_failed``, ``join_partitions``, ``broadcast_rows``).
         sha: the model's weights SHA-256.
         ds: the input rows.
         columns: the key columns.
@@ -142,14 +142,16 @@ def rows_to_classify(cfg, sha: str, ds, columns: list[str], snap, since: dt.date
     """
     from plantray.inference.incremental import todo
 
+    join = {"join_partitions": cfg.join_partitions}
+    if cfg.broadcast_rows is not None:
+        join["broadcast_rows"] = cfg.broadcast_rows
     if choice.completed is not None:  # explicit and completed: count what no run committed for this model
-        return todo(ds, snap, columns, sha, None, join_partitions=cfg.join_partitions), None
+        return todo(ds, snap, columns, sha, None, **join), None
     if not choice.later:
-        return todo(ds, snap, columns, sha, choice.run_id, cfg.full, since, cfg.retry_failed,
-                    cfg.join_partitions), ""
+        return todo(ds, snap, columns, sha, choice.run_id, cfg.full, since, cfg.retry_failed, **join), ""
     # A later run of the day adds what no run committed for this model: --full, --since and the retry of
     # failed rows were the day's first run's to apply, so a cron retry of a finished day classifies nothing.
-    rows = todo(ds, snap, columns, sha, choice.run_id, retry_failed=False, join_partitions=cfg.join_partitions)
+    rows = todo(ds, snap, columns, sha, choice.run_id, retry_failed=False, **join)
     left = rows.count()
     if not left and not choice.resuming:
         return rows, None

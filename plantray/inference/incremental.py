@@ -2,8 +2,8 @@
 
 The predictions table (:mod:`plantray.storage.table`) is a Delta table whose rows carry the model's
 weights SHA-256 and the run and chunk that committed them. A nightly run classifies only the input rows
-whose key the current model has not committed yet (a distributed left-anti join, nothing collected on the
-driver), then commits chunk by chunk, each chunk's files as one Delta version, re-checking against runs
+whose key the current model has not committed yet (a left-anti join, nothing collected on the driver), then
+commits chunk by chunk, each chunk's files as one Delta version, re-checking against runs
 that committed meanwhile.
 """
 
@@ -20,6 +20,8 @@ from plantray.storage import delta
 from plantray.storage import table as tbl
 
 _COMMIT_TRIES = 5
+# ~30 MB of keys at most (image URIs of ~100 characters): small beside a node's object store.
+DEFAULT_BROADCAST_ROWS = 250_000
 
 
 def _done_keys(batch: pa.Table, columns: list[str], sha: str, run_id: str | None, full: bool,
@@ -44,8 +46,8 @@ def _done_keys(batch: pa.Table, columns: list[str], sha: str, run_id: str | None
 
 def todo(ds: ray.data.Dataset, snap: tbl.Snapshot, columns: list[str], sha: str, run_id: str | None,
          full: bool = False, since: dt.datetime | None = None, retry_failed: bool = True,
-         join_partitions: int = 16) -> ray.data.Dataset:
-    """Input rows (with ``_key``) not yet predicted: a distributed left-anti join, materialised.
+         join_partitions: int = 16, broadcast_rows: int = DEFAULT_BROADCAST_ROWS) -> ray.data.Dataset:
+    """Input rows (with ``_key``) not yet predicted: a left-anti join, materialised.
 
     Args:
         ds: the input rows.
@@ -57,6 +59,8 @@ def todo(ds: ray.data.Dataset, snap: tbl.Snapshot, columns: list[str], sha: str,
         since: rows committed before this time are not done.
         retry_failed: rows committed with an error are not done.
         join_partitions: hash partitions of the join.
+        broadcast_rows: a table of at most this many rows (counted from its Delta log) is joined by sending its
+            done keys to every input reader; a larger one by a hash-partitioned join (0: always).
     """
     ds = ds.map_batches(lambda b: b.append_column(tbl.KEY, tbl.key_array(b, columns)), batch_format="pyarrow",
                         zero_copy_batch=True)
@@ -69,7 +73,37 @@ def todo(ds: ray.data.Dataset, snap: tbl.Snapshot, columns: list[str], sha: str,
     # Materialised (in the object store, spilling to disk; metadata only, no pixels) before the model stage:
     # the join's shuffle tasks take a whole CPU each and, streamed into the actor pool, could wait forever
     # for CPUs the model actors hold. Each chunk then filters this one result.
+    rows = table_rows(snap)
+    if rows is not None and rows <= broadcast_rows:
+        return _broadcast_anti_join(ds, keys).materialize()
     return ds.join(keys, "left_anti", num_partitions=join_partitions, on=(tbl.KEY,)).materialize()
+
+
+def table_rows(snap: tbl.Snapshot) -> int | None:
+    """Rows of the snapshot, from its add actions' ``numRecords`` (no file opened); None when a file written
+    by another tool lacks the statistic."""
+    counts = pa.table(snap.table.get_add_actions(flatten=True)).column("num_records")
+    return None if counts.null_count else int(pc.sum(counts).as_py() or 0)
+
+
+def _broadcast_anti_join(ds: ray.data.Dataset, keys: ray.data.Dataset) -> ray.data.Dataset:
+    # A broadcast join (Spark's for a small side): the done keys, deduplicated in one task, are shared
+    # through the object store with every reader. A hash join starts aggregator actors and shuffles both
+    # sides, about 2 s on a laptop even for a few rows, every nightly run.
+    done = _key_set.remote(*keys.materialize().to_arrow_refs())
+    return ds.map_batches(_drop_done, fn_args=(done,), batch_format="pyarrow", zero_copy_batch=True)
+
+
+@ray.remote
+def _key_set(*blocks: pa.Table) -> pa.Array:
+    # Empty blocks may carry no columns at all.
+    return pc.unique(pa.chunked_array([b.column(tbl.KEY) for b in blocks if b.num_rows], pa.string()))
+
+
+def _drop_done(batch: pa.Table, done: ray.ObjectRef) -> pa.Table:
+    # The reference travels inside the pickled function arguments, so Ray Data does not resolve it: get it
+    # here (once per node in the object store; zero-copy).
+    return batch.filter(pc.invert(pc.is_in(batch.column(tbl.KEY), value_set=ray.get(done))))
 
 
 def _keys(batch: pa.Table, columns: list[str]) -> pa.Table:

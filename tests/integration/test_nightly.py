@@ -205,6 +205,41 @@ def test_racing_commits_only_one_wins(tmp_path, where, request):
     assert delta.commit(now, table, [], t.schema, {"run_id": "c"}) == 2
 
 
+def _done_join_table(table: str) -> pa.Table:
+    """Ten committed rows: model s1 (one failed, one of run r1), model s2, and one of run r1 under s2."""
+    rows = pa.table({
+        "gbifID": list(range(10)), "image_uri": [f"https://h/{i}.jpg" for i in range(10)],
+        "model_sha256": ["s1"] * 6 + ["s2"] * 3 + ["s1"],
+        "error": [None, None, None, "decode_failed", None, None, None, None, None, None],
+        "run_id": ["r0"] * 5 + ["r1"] + ["r0"] * 2 + ["r1", "r0"], "run_chunk": [0] * 10})
+    write_deltalake(table, rows)
+    return rows
+
+
+@pytest.mark.parametrize("flags", [{}, {"run_id": "r1", "full": True}, {"run_id": "r1", "retry_failed": False}])
+def test_done_join_broadcast_and_shuffle_agree(ray_session, tmp_path, flags):
+    """The already-done join gives the same rows broadcast (a small table) and hash-shuffled (any table)."""
+    import ray
+
+    from plantray.inference.incremental import table_rows, todo
+
+    table = str(tmp_path / "t")
+    committed = _done_join_table(table).to_pylist()
+    # Input: gbifIDs 0..11 (10 and 11 new), as strings, so int and string ids must compare equal.
+    ds = ray.data.from_items([{"gbifID": str(i), "image_uri": f"https://h/{i}.jpg"} for i in range(12)])
+    run_id, full, retry = flags.get("run_id"), flags.get("full", False), flags.get("retry_failed", True)
+    done = {r["gbifID"] for r in committed if r["run_id"] == run_id or (
+        not full and r["model_sha256"] == "s1" and (not retry or r["error"] is None))}
+    expected = sorted(set(range(12)) - done)
+    snap = tbl.snapshot(table)
+    assert table_rows(snap) == len(committed)
+    for broadcast_rows in (0, len(committed)):  # 0: always shuffle; the table's size: broadcast
+        rows = todo(ds, snap, ["gbifID", "image_uri"], "s1", run_id, full=full, retry_failed=retry,
+                    join_partitions=2, broadcast_rows=broadcast_rows)
+        assert sorted(int(r["gbifID"]) for r in rows.iter_rows()) == expected, broadcast_rows
+        assert ("Join" in rows.stats()) == (broadcast_rows == 0)
+
+
 def test_s3_table_incremental(ray_session, s3, tmp_path, models):
     table = "s3://plantray-test/nightly-table"
     inp1, _ = _manifest(tmp_path, 3, "day1")
@@ -230,6 +265,8 @@ def test_cli_and_refusals(ray_session, tmp_path, models, capsys):
     assert "--since 'yesterday'" in capsys.readouterr().err
     assert main(["nightly", "--model", models["m1"], "--input", inp, "--table", "gs://b/t"]) == 2
     assert main(["nightly", "--model", models["m1"], "--input", inp, "--table", table, "--run-id", "a/b"]) == 2
+    assert main(["nightly", "--model", models["m1"], "--input", inp, "--table", table, "--broadcast-rows", "-1"]) == 2
+    assert "--broadcast-rows -1 must be >= 0" in capsys.readouterr().err
     gbif, _ = _manifest(tmp_path, 2, "g", gbif=True)  # a table keyed by image_uri refuses a gbifID input
     assert main(["nightly", "--model", models["m1"], "--input", gbif, "--table", table, "--run-id", "r2"]) == 2
     assert DeltaTable(table).version() == 1  # version 0 creates the table, 1 is run r1's only chunk
