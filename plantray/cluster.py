@@ -44,6 +44,13 @@ def ensure_ray(dashboard: bool = False, **init_kwargs) -> None:
     console.route_ray_logs()  # ray.data set up its console handler on import: its records go to the log
 
 
+def started_here() -> bool:
+    """Whether this process started the Ray it is connected to (an embedded local Ray: its size is fixed),
+    rather than joining a cluster or a ``ray start`` instance."""
+    node = getattr(ray._private.worker, "_global_node", None)  # Ray 2.58: the driver's node, head when started
+    return ray.is_initialized() and node is not None and node.is_head()
+
+
 class ResourceTimeout(ConfigError):
     """The cluster did not grant what a job asked for within ``--resource-timeout`` seconds."""
 

@@ -161,15 +161,17 @@ def train(cfg: TrainConfig) -> dict:
     import ray
     import torch
 
-    from plantray.cluster import ensure_ray
-    from plantray.inference.planner import train_scaling
+    from plantray.cluster import ensure_ray, started_here
+    from plantray.inference.planner import check_data_room, train_scaling
     from plantray.training.invocations import InvocationClock
     from plantray.training.run import write_model
 
     workers, per_worker = train_scaling(workers_asked(cfg), cfg.use_gpu, cfg.cpus_per_worker)
-    mark_output(cfg.output, "train")
     console.headline(f"training on {cfg.data} into {cfg.output}")
     ensure_ray(cfg.dashboard)
+    if started_here():  # its size is fixed: no autoscaler adds nodes to a Ray this process started
+        check_data_room(workers, per_worker, ray.cluster_resources().get("CPU", 0.0))
+    mark_output(cfg.output, "train")
     started = utc_now()
     # The run's time over every invocation (a killed one included), not only this one's.
     with InvocationClock(where["run_dir"]) as clock:

@@ -242,3 +242,38 @@ def train_scaling(num_workers: int | tuple[int, int], use_gpu: bool,
     if use_gpu:
         resources["GPU"] = 1.0
     return num_workers, resources
+
+
+def check_data_room(num_workers: int | tuple[int, int], resources_per_worker: dict[str, float],
+                    cpus: float) -> None:
+    """Refuses training workers that would leave a Ray of fixed size less than one CPU for reading images.
+
+    Ray Data's read tasks ask for a whole CPU (:data:`TASK_CPUS`): beside workers holding more than
+    ``cpus - 1`` they never start, and the run waits for its first batch for ever. Call it only for a Ray whose
+    size is known and fixed (the local one plantray started): a cluster's nodes may still be coming. Workers
+    that can never be placed at all are left to the bounded wait of
+    :class:`plantray.training.resources.ResourceWait`, which names the ask.
+
+    Args:
+        num_workers: the count asked for, or ``(min, max)``: elastic training starts as many as fit.
+        resources_per_worker: what each worker reserves (:func:`train_scaling`).
+        cpus: the Ray's CPUs.
+    Raises:
+        ConfigError: naming the workers' share, the Ray's CPUs and how many workers fit.
+    """
+    low, high = num_workers if isinstance(num_workers, tuple) else (num_workers, num_workers)
+    each = resources_per_worker.get("CPU", 0.0)
+    placed = min(high, int(cpus // each)) if each else high  # what Ray Train can start here
+    if placed < low or placed * each + TASK_CPUS <= cpus:
+        return
+    elastic = isinstance(num_workers, tuple)
+    fits = int((cpus - TASK_CPUS) // each) if each else high
+    if fits >= (low if elastic else 1):  # an elastic run keeps its --min-workers
+        fix = f"use {'--max-workers' if elastic else '--num-workers'} {fits}"
+    elif cpus - TASK_CPUS >= MIN_RESERVATION * low:
+        fix = "lower --cpus-per-worker"
+    else:
+        fix = "train on a machine with more CPUs"
+    raise ConfigError(f"{placed} training worker(s) of CPU {each:g} each would leave this local Ray's {cpus:g} "
+                      f"CPUs less than the {TASK_CPUS:g} CPU that reading images takes: {fix}, or run on a "
+                      "cluster (RAY_ADDRESS)")

@@ -67,6 +67,18 @@ def test_workers_that_cannot_be_placed_fail_in_bounded_time_naming_the_ask(data,
     assert not (tmp_path / "m" / "model_card.json").exists()
 
 
+def test_workers_holding_every_cpu_of_a_local_ray_are_refused_before_any_work(data, tmp_path, ray_session):
+    # The session's Ray (2 CPUs, started by this process) cannot grow: 3 workers of half a CPU would leave
+    # half a CPU, less than a read task takes, and the run would wait for its first batch for ever.
+    from plantray.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        train(tiny(data, tmp_path / "m", num_workers=3, epochs=1))
+    assert "would leave this local Ray's 2 CPUs less than the 1 CPU" in str(e.value)
+    assert "use --num-workers 2" in str(e.value)
+    assert not (tmp_path / "m").exists()
+
+
 def _assert_thread_budget(history: list[dict], workers: int) -> None:
     """Torch threads chosen inside each worker: together the workers of a node never ask for more threads than
     the node has CPUs (the cores this machine lets us run on, at most the CPUs its Ray node counts), and each

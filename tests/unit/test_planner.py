@@ -7,7 +7,14 @@ from types import SimpleNamespace
 import pytest
 
 from plantray.config import ConfigError
-from plantray.inference.planner import NodeType, Resources, plan_inference, reservable, train_scaling
+from plantray.inference.planner import (
+    NodeType,
+    Resources,
+    check_data_room,
+    plan_inference,
+    reservable,
+    train_scaling,
+)
 
 
 def options(**kw):
@@ -68,6 +75,27 @@ def test_train_gpu_and_explicit_cpus():
 def test_train_bad_counts(workers, cpus, message):
     with pytest.raises(ConfigError, match=message):
         train_scaling(workers, False, cpus)
+
+
+# Training workers on a Ray of fixed size (the local one plantray started) must leave a whole CPU for Ray
+# Data's read tasks, or the run waits for its first batch for ever (3 workers of 0.5 CPU on 2 CPUs did).
+# Expected counts worked out by hand for 2 CPUs (and 1 CPU in the last case).
+@pytest.mark.parametrize("workers, cpus, node, placed, fix", [
+    (4, 0.5, 2, 4, "use --num-workers 2"), (3, 0.5, 2, 3, "use --num-workers 2"),
+    ((1, 8), 0.5, 2, 4, "use --max-workers 2"), ((1, 3), 0.5, 2, 3, "use --max-workers 2"),
+    (2, 1.0, 2, 2, "use --num-workers 1"), (1, 1.75, 2, 1, "lower --cpus-per-worker"),
+    ((4, 8), 0.5, 2, 4, "lower --cpus-per-worker"), (1, 0.5, 1, 1, "train on a machine with more CPUs"),
+    (2, 0.5, 2, None, None), (1, 1.0, 2, None, None), ((1, 2), 0.5, 2, None, None),
+    (3, 1.0, 2, None, None),  # never placed at all: the bounded wait names the ask (tests/integration/test_train.py)
+])
+def test_training_workers_leave_a_cpu_for_reading(workers, cpus, node, placed, fix):
+    if placed is None:
+        check_data_room(workers, {"CPU": cpus}, float(node))
+        return
+    with pytest.raises(ConfigError) as e:
+        check_data_room(workers, {"CPU": cpus}, float(node))
+    assert str(e.value).startswith(f"{placed} training worker(s) of CPU {cpus:g} each would leave this local "
+                                   f"Ray's {node} CPUs less than the 1 CPU that reading images takes: {fix}, ")
 
 
 # What the cluster can become: a cold autoscaling cluster (the head has no CPUs, worker types at
