@@ -1,14 +1,18 @@
 """The jobs on a real multi-node Ray cluster (head + worker as separate processes), submitted through the Jobs
 API with the repository as working_dir, reading and writing the tests' S3 server: ``jobs/classify.py`` end to
 end, ``jobs/nightly.py`` submitted twice on one day with more images the second time, and ``jobs/nightly.py``
-surviving the loss of the worker node mid-run without losing or duplicating rows."""
+surviving the loss of the worker node mid-run without losing or duplicating rows (its images come from a real
+HTTP server on 127.0.0.1 that holds most of them back until the node is gone, so the fault always lands
+mid-run)."""
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
 import os
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import deltalake
 import pyarrow as pa
@@ -118,24 +122,102 @@ def _worker_busy(cluster: RayCluster) -> bool:
     return any(a.node_id in cluster.worker_node_ids and "MapWorker" in (a.class_name or "") for a in actors)
 
 
+class _GatedImages(ThreadingHTTPServer):
+    """Serves ``/img/NNNN.jpg``: the first ``free`` images at once, every later one only after :meth:`release`
+    (or ``hold`` seconds), so a run cannot finish before the test has injected its fault."""
+
+    daemon_threads = True
+
+    def __init__(self, n: int, free: int, hold: float):
+        self.images = [jpeg_bytes(40, 36, seed=i) for i in range(n)]
+        self.free, self.hold = free, hold
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.waiting = 0  # requests held at the gate right now
+        super().__init__(("127.0.0.1", 0), _GateHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/img/{i:04d}.jpg"
+
+    def held(self) -> int:
+        with self.lock:
+            return self.waiting
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.shutdown()
+        self.server_close()
+
+    def handle_error(self, request, client_address):  # a killed node's fetches close their sockets early
+        pass
+
+
+class _GateHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):
+        server: _GatedImages = self.server
+        name = self.path.rsplit("/", 1)[-1]
+        i = int(name.split(".")[0]) if name.endswith(".jpg") and name[:4].isdigit() else -1
+        if not 0 <= i < len(server.images):
+            self.send_error(404)
+            return
+        if i >= server.free:
+            with server.lock:
+                server.waiting += 1
+            server.gate.wait(server.hold)
+            with server.lock:
+                server.waiting -= 1
+        body = server.images[i]
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
     n = 600
-    names = _upload(s3, tmp_path, "nj", n)
+    images = _GatedImages(n, free=40, hold=120)
+    try:
+        _nightly_survives_worker_loss(cluster, s3, tmp_path, images)
+    finally:
+        images.close()
+
+
+def _nightly_survives_worker_loss(cluster, s3, tmp_path, images: _GatedImages):
+    n = len(images.images)
+    urls = [images.url(i) for i in range(n)]
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"image_uri": urls, "gbifID": [str(5000 + i) for i in range(n)]}), buf)
+    s3.pipe(f"{BUCKET}/nj/manifest.parquet", buf.getvalue().to_pybytes())
     model = _model(s3, tmp_path, "nj-model")
     table = f"s3://{BUCKET}/nj-table"
     command = (f"python jobs/nightly.py --model {model} --input s3://{BUCKET}/nj/manifest.parquet --table {table} "
                "--run-id night1 --batch-size 4 --decode-batch-size 4 --stale-hours 0 "
+               # Held fetches must not time out before the gate opens (it holds each at most 120 s).
+               "--http-timeout 180 "
                # Two actors of 2 CPUs each: no 3-CPU node holds both, so one works on the worker node.
                "--num-actors 2 --threads-per-actor 4")
     client, job_id = _submit(cluster, command)
-    # Mid-run: the model actor on the worker node is up (the run's rows are still streaming).
+    # Mid-run: the model actor on the worker node is up, and the gate holds the rest of the images.
     deadline = time.monotonic() + 300
     while not _worker_busy(cluster):
         assert time.monotonic() < deadline, client.get_job_logs(job_id)
         assert not client.get_job_status(job_id).is_terminal(), client.get_job_logs(job_id)
         time.sleep(0.1)
+    deadline = time.monotonic() + 60
+    while not images.held():  # the run is waiting for images: it cannot have finished
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)
+        time.sleep(0.1)
     assert not client.get_job_status(job_id).is_terminal(), "the job ended before the fault could be injected"
     cluster.kill_worker(0)
+    images.release()
     # The same submission completes: Ray Data re-runs the lost node's tasks and restarts its model actor.
     status = wait_for_job(client, job_id)
     assert status == JobStatus.SUCCEEDED, f"{client.get_job_logs(job_id)}\n{cluster.logs()}"
@@ -144,5 +226,5 @@ def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
     assert set(rows.column("run_id").to_pylist()) == {"night1"}
     keys = list(zip(rows.column("gbifID").to_pylist(), rows.column("image_uri").to_pylist()))
     assert len(keys) == len(set(keys)) == n  # none missing, none duplicated
-    assert set(keys) == {(str(5000 + i), name) for i, name in enumerate(names)}
+    assert set(keys) == {(str(5000 + i), url) for i, url in enumerate(urls)}
     assert rows.column("error").null_count == n
