@@ -181,16 +181,16 @@ class _GateHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path):
-    n = 600
-    images = _GatedImages(n, free=40, hold=120)
-    try:
-        _nightly_survives_worker_loss(cluster, s3, tmp_path, images)
-    finally:
-        images.close()
+@pytest.fixture
+def gated_images():
+    """600 images over HTTP: 40 at once, the rest held until the test releases them (at most 120 s)."""
+    images = _GatedImages(600, free=40, hold=120)
+    yield images
+    images.close()
 
 
-def _nightly_survives_worker_loss(cluster, s3, tmp_path, images: _GatedImages):
+def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path, gated_images):
+    images = gated_images
     n = len(images.images)
     urls = [images.url(i) for i in range(n)]
     buf = pa.BufferOutputStream()
