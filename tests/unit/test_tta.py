@@ -189,7 +189,10 @@ def test_averaged_prediction_equals_mean_of_single_crops(tmp_path, tiny_model, m
         resized.append(img.resize(new_size, Image.BILINEAR))
     paths.append(str(tmp_path / "broken.jpg"))
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    table = pa.table({"image_uri": paths, "_source": paths, "scientificName": ["Rosa canina"] * 3,
+    # The crops are seeded by image_uri (the record's URI), read from _source: a fixed URI gives the same draws
+    # on every run, where tmp_path's name would give other draws each run (and, once in 512, all mirrored or none).
+    uris = [f"https://images.example.org/{i}.png" for i in range(3)]
+    table = pa.table({"image_uri": uris, "_source": paths, "scientificName": ["Rosa canina"] * 3,
                       "genus": [None] * 3, "family": [None] * 3})
     cropped = load_batch(table, tta.CropView(PRESET, mode, seed=4), LoadOptions(max_bytes=10**6))
     assert cropped.column("error").to_pylist() == [None, None, "not an image"]
@@ -204,7 +207,7 @@ def test_averaged_prediction_equals_mean_of_single_crops(tmp_path, tiny_model, m
             reader = BoxReader(img, 32)
             _assert_random_test_crops([reader.read(c) for c in crops], *img.size)
         # A re-run of this image (same seed, same URI) scores the very same pixels.
-        again = tta.CropView(PRESET, mode, seed=4)(Image.open(paths[row]).convert("RGB"), {"image_uri": paths[row]})
+        again = tta.CropView(PRESET, mode, seed=4)(Image.open(paths[row]).convert("RGB"), {"image_uri": uris[row]})
         np.testing.assert_array_equal(crops, again)
         expected = _hand_mean_softmax(model, crops)
         order = np.argsort(-expected)[:2]
