@@ -1,6 +1,7 @@
 """plantray on clusters that start empty or small: Ray's fake multi-node autoscaler with a head of no CPUs and
 worker types at ``min_workers: 0`` (classify, nightly, evaluate and train each make it add nodes and complete
-with every row once), a cluster of 1-CPU nodes, and a worker node lost mid-classify.
+with every row once), a cluster of 1-CPU nodes, and a worker node lost mid-classify (its images come from a
+real HTTP server on 127.0.0.1 that holds most of them back until the node is gone).
 
 Every command runs as a user runs it: ``python -m plantray ...`` as a subprocess with ``RAY_ADDRESS``
 pointing at the cluster (the fake nodes are local processes, so local paths are shared).
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.autoscaler import FakeAutoscalingCluster
+from tests.gated_images import GatedImages
 from tests.helpers import SPECIES, jpeg_bytes, tiny_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # starts fake-autoscaling clusters of its own
@@ -212,20 +214,33 @@ def _model_actor_raylet(cluster: FakeAutoscalingCluster) -> int | None:
     return None
 
 
-def test_worker_node_lost_mid_classify_every_row_once(ones, images, model, tmp_path):
+@pytest.fixture
+def gated_images():
+    """N images over HTTP: 4 at once, the rest held until the test releases them (at most 120 s)."""
+    images = GatedImages(N, free=4, hold=120, size=(44, 40))
+    yield images
+    images.close()
+
+
+def test_worker_node_lost_mid_classify_every_row_once(ones, gated_images, model, tmp_path):
     from tests.multinode import descendants
 
-    out = tmp_path / "out"
+    images, urls, out = gated_images, gated_images.urls(), tmp_path / "out"
+    pq.write_table(pa.table({"image_uri": urls, "gbifID": [str(7000 + i) for i in range(N)],
+                             "scientificName": [SPECIES[i % len(SPECIES)] for i in range(N)]}),
+                   tmp_path / "manifest.parquet")
     env = {**os.environ, "RAY_ADDRESS": ones.address, "PYTHONPATH": str(REPO), "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     cmd = [sys.executable, "-m", "plantray", "classify", "--model", model, "--input",
-           str(images / "manifest.parquet"), "--output", str(out), "--batch-size", "1", "--decode-batch-size", "1",
-           "--num-actors", "1"]
+           str(tmp_path / "manifest.parquet"), "--output", str(out), "--batch-size", "1", "--decode-batch-size", "1",
+           # Held fetches must not time out before the gate opens (it holds each at most 120 s).
+           "--num-actors", "1", "--http-timeout", "180"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
+        # Mid-run by construction: the model actor is up and the gate holds the images after the first 4.
         deadline = time.monotonic() + 300
-        while (raylet := _model_actor_raylet(ones)) is None:
+        while (raylet := _model_actor_raylet(ones)) is None or not images.held():
             assert proc.poll() is None, proc.stdout.read()[-5000:]
-            assert time.monotonic() < deadline, f"the model actor never started\n{ones.logs()}"
+            assert time.monotonic() < deadline, f"no model actor, or no fetch held ({images.held()})\n{ones.logs()}"
             time.sleep(0.3)
         assert proc.poll() is None, "classify ended before the fault could be injected"
         # Remove the node: its raylet, then everything it started (the model actor among them).
@@ -233,8 +248,11 @@ def test_worker_node_lost_mid_classify_every_row_once(ones, images, model, tmp_p
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        images.release()
         log, _ = proc.communicate(timeout=420)
     finally:
         proc.kill()
     assert proc.returncode == 0, log[-5000:]
-    assert Counter(read_rows(str(out)).column("image_uri").to_pylist()) == expected_uris(images)
+    rows = read_rows(str(out))
+    assert Counter(rows.column("image_uri").to_pylist()) == Counter(urls)  # every row once
+    assert rows.column("error").null_count == N, rows.column("error").to_pylist()

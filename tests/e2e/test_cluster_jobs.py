@@ -10,9 +10,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import deltalake
 import pyarrow as pa
@@ -20,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from tests.gated_images import GatedImages
 from tests.helpers import jpeg_bytes, tiny_model
 from tests.multinode import RayCluster, wait_for_job
 
@@ -122,69 +121,10 @@ def _worker_busy(cluster: RayCluster) -> bool:
     return any(a.node_id in cluster.worker_node_ids and "MapWorker" in (a.class_name or "") for a in actors)
 
 
-class _GatedImages(ThreadingHTTPServer):
-    """Serves ``/img/NNNN.jpg``: the first ``free`` images at once, every later one only after :meth:`release`
-    (or ``hold`` seconds), so a run cannot finish before the test has injected its fault."""
-
-    daemon_threads = True
-
-    def __init__(self, n: int, free: int, hold: float):
-        self.images = [jpeg_bytes(40, 36, seed=i) for i in range(n)]
-        self.free, self.hold = free, hold
-        self.gate = threading.Event()
-        self.lock = threading.Lock()
-        self.waiting = 0  # requests held at the gate right now
-        super().__init__(("127.0.0.1", 0), _GateHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/img/{i:04d}.jpg"
-
-    def held(self) -> int:
-        with self.lock:
-            return self.waiting
-
-    def release(self) -> None:
-        self.gate.set()
-
-    def close(self) -> None:
-        self.gate.set()
-        self.shutdown()
-        self.server_close()
-
-    def handle_error(self, request, client_address):  # a killed node's fetches close their sockets early
-        pass
-
-
-class _GateHandler(BaseHTTPRequestHandler):
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-    def do_GET(self):
-        server: _GatedImages = self.server
-        name = self.path.rsplit("/", 1)[-1]
-        i = int(name.split(".")[0]) if name.endswith(".jpg") and name[:4].isdigit() else -1
-        if not 0 <= i < len(server.images):
-            self.send_error(404)
-            return
-        if i >= server.free:
-            with server.lock:
-                server.waiting += 1
-            server.gate.wait(server.hold)
-            with server.lock:
-                server.waiting -= 1
-        body = server.images[i]
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def gated_images():
     """600 images over HTTP: 40 at once, the rest held until the test releases them (at most 120 s)."""
-    images = _GatedImages(600, free=40, hold=120)
+    images = GatedImages(600, free=40, hold=120)
     yield images
     images.close()
 
@@ -192,7 +132,7 @@ def gated_images():
 def test_nightly_job_survives_worker_loss(cluster, s3, tmp_path, gated_images):
     images = gated_images
     n = len(images.images)
-    urls = [images.url(i) for i in range(n)]
+    urls = images.urls()
     buf = pa.BufferOutputStream()
     pq.write_table(pa.table({"image_uri": urls, "gbifID": [str(5000 + i) for i in range(n)]}), buf)
     s3.pipe(f"{BUCKET}/nj/manifest.parquet", buf.getvalue().to_pybytes())

@@ -30,21 +30,27 @@ print("RESULT " + json.dumps(ray.get([where.remote(i) for i in range(4)])), flus
 """
 
 # Each attempt leaves <index>-<node>-<attempt>.start and, after its second of work, .done in a directory on
-# this (shared) host, so the test can see which task is running where and how often each one ran.
+# this (shared) host, so the test can see which task is running where and how often each one ran. On the node
+# named in argv[2] (the worker) a task then waits for the file "release" (at most 120 s) before it is done, so
+# the worker still runs tasks when the test kills it, however fast the rest of the job goes.
 FAULT_JOB = """
 import json, os, sys, time, uuid
 import ray
 
-marks = sys.argv[1]
+marks, held_node = sys.argv[1], sys.argv[2]
 ray.init()
 
 @ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")
 def work(i):
-    stem = os.path.join(marks, f"{i}-{ray.get_runtime_context().get_node_id()}-{uuid.uuid4().hex}")
+    node = ray.get_runtime_context().get_node_id()
+    stem = os.path.join(marks, f"{i}-{node}-{uuid.uuid4().hex}")
     open(stem + ".start", "w").close()
     time.sleep(1)
+    deadline = time.monotonic() + 120
+    while node == held_node and not os.path.exists(os.path.join(marks, "release")) and time.monotonic() < deadline:
+        time.sleep(0.1)
     open(stem + ".done", "w").close()
-    return i, ray.get_runtime_context().get_node_id()
+    return i, node
 
 print("RESULT " + json.dumps(ray.get([work.remote(i) for i in range(20)], timeout=150)), flush=True)
 """
@@ -84,21 +90,21 @@ def test_job_survives_worker_loss(two_nodes, tmp_path):
     marks.mkdir()
     cluster = two_nodes
     head, worker = cluster.head_node_id, cluster.worker_node_ids[0]
-    client, job_id = _submit(cluster, tmp_path / "job", FAULT_JOB, f"python job.py {marks}")
+    client, job_id = _submit(cluster, tmp_path / "job", FAULT_JOB, f"python job.py {marks} {worker}")
 
-    # Crash the worker node just after one of its tasks started its 1 s sleep, once a few have finished.
+    # Crash the worker node once a few tasks are done and one of its tasks started: held there, it is running.
     deadline = time.monotonic() + 120
     while True:
         assert time.monotonic() < deadline, f"no task started on the worker\n{client.get_job_logs(job_id)}"
         assert not client.get_job_status(job_id).is_terminal(), client.get_job_logs(job_id)
         done = {p.stem for p in marks.glob("*.done")}
-        fresh = [p for p in marks.glob(f"*-{worker}-*.start")
-                 if p.stem not in done and time.time() - p.stat().st_mtime < 0.3]
-        if len(done) >= 3 and fresh:
+        running = [p for p in marks.glob(f"*-{worker}-*.start") if p.stem not in done]
+        if len(done) >= 3 and running:
             break
         time.sleep(0.05)
     killed = cluster.kill_worker(0)
     assert killed and not any(is_alive(p) for p in killed)
+    (marks / "release").touch()  # nothing is left to hold; a retry elsewhere never waits anyway
 
     results = _result(_wait_job(client, job_id, cluster))
     assert cluster.alive_node_ids() == {head}
