@@ -11,6 +11,7 @@ Nothing here imports Ray or torch: a refusal and ``--help`` stay quick.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -172,12 +173,25 @@ def close(keep_log: bool) -> str | None:
     for h in _state.handlers:
         h.close()
     logging.captureWarnings(False)
+    _drop_colour_reset_at_exit()
     path = _state.log_path
     if path and not keep_log:
         os.unlink(path)
         path = None
     _state.__init__()
     return path
+
+
+def _drop_colour_reset_at_exit() -> None:
+    """Keeps the terminal's last line plantray's.
+
+    Ray's CLI logger (imported by ``ray.init``) calls colorama's ``init``, which registers an exit handler that
+    writes ESC[0m to a terminal: a stray ``^[[0m`` after the summary in a captured session. plantray prints no
+    colour, so there is nothing to reset; colorama registers the handler once per process, so it stays gone.
+    """
+    initialise = sys.modules.get("colorama.initialise")
+    if initialise is not None and hasattr(initialise, "reset_all"):
+        atexit.unregister(initialise.reset_all)
 
 
 class Progress:
