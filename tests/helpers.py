@@ -65,3 +65,31 @@ def add_broken_image(root) -> None:
     extra.update(image_uri=[f"train/{first}/broken.jpg"], scientificName=[first], tag=["flower"])
     pq.write_table(pa.concat_tables([manifest, pa.table(extra, schema=manifest.schema)]),
                    os.path.join(root, "train_plus.parquet"))
+
+
+def train_in_process(train_manifest: str, labels: Labels, preset: EvalPreset, steps: int):
+    """A few seeded Adam steps of resnet18 on the manifest's centre crops, in this process: a stand-in for
+    ``plantray train`` that gives the very same weights on every run (no augmentation, no streaming order)."""
+    import torch
+
+    from plantray.images.loader import preprocess
+    from plantray.model.network import normalize
+
+    table = pads.dataset(train_manifest, format="parquet").to_table(columns=["image_uri", "scientificName"])
+    root = os.path.dirname(train_manifest)
+    index = {n: i for i, n in enumerate(labels.names)}
+    x = np.stack([preprocess(open(os.path.join(root, u), "rb").read(), preset)
+                  for u in table.column("image_uri").to_pylist()])
+    y = torch.tensor([index[n] for n in table.column("scientificName").to_pylist()])
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", len(labels), "random")
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    inputs = normalize(torch.from_numpy(x), preset.mean, preset.std)
+    model.train()
+    for step in range(steps):
+        batch = torch.randint(0, len(y), (32,), generator=torch.Generator().manual_seed(step))
+        loss = torch.nn.functional.cross_entropy(model(inputs[batch]), y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

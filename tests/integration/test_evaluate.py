@@ -20,6 +20,7 @@ from plantray.images.presets import EvalPreset
 from plantray.model.artifact import make_card, save_artifact
 from plantray.model.labels import Labels
 from plantray.model.network import build_model
+from tests.helpers import train_in_process
 
 PRESET = EvalPreset(crop_size=32, resize_size=40)
 NAMES = ["Rosa canina", "Quercus robur", "Salvia pratensis", "Acer campestre"]
@@ -122,31 +123,6 @@ def test_filtered_rows_and_unreadable_images_on_ray(tmp_path, counted_model, ray
     assert table.filter(pa.compute.is_valid(table.column("error"))).column("correct@1").to_pylist() == [None]
 
 
-def _train_tiny(train_manifest: str, labels: Labels, steps: int = 40):
-    """A few Adam steps of resnet18 on 32-px centre crops (a stand-in for ``plantray train``)."""
-    from plantray.images.loader import preprocess
-    from plantray.model.network import normalize
-
-    table = pq.read_table(train_manifest)
-    root = os.path.dirname(train_manifest)
-    index = {n: i for i, n in enumerate(labels.names)}
-    x = np.stack([preprocess(open(os.path.join(root, u), "rb").read(), PRESET)
-                  for u in table.column("image_uri").to_pylist()])
-    y = torch.tensor([index[n] for n in table.column("scientificName").to_pylist()])
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", len(labels), "random")
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    inputs = normalize(torch.from_numpy(x), PRESET.mean, PRESET.std)
-    model.train()
-    for step in range(steps):
-        batch = torch.randint(0, len(y), (32,), generator=torch.Generator().manual_seed(step))
-        loss = torch.nn.functional.cross_entropy(model(inputs[batch]), y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.mark.slow
 def test_end_to_end_ten_crop_two_sets_two_models(tmp_path, ray_session):
     from plantray.commands.synth import SynthConfig, synthesize
@@ -160,7 +136,7 @@ def test_end_to_end_ten_crop_two_sets_two_models(tmp_path, ray_session):
     labels.genus = [first[n]["genus"] for n in labels.names]
     labels.family = [first[n]["family"] for n in labels.names]
     trained = str(tmp_path / "trained")
-    save_artifact(trained, _train_tiny(str(data / "train.parquet"), labels), labels,
+    save_artifact(trained, train_in_process(str(data / "train.parquet"), labels, PRESET, steps=40), labels,
                   make_card("resnet18", labels, PRESET, {"init": "random"}, name="trained"))
     torch.manual_seed(1)
     random_model, _ = build_model("resnet18", len(labels), "random")
