@@ -123,19 +123,20 @@ def test_trains_and_classifies_held_out_images(trained, tmp_path):
     # The model directory holds the model; its checkpoints live beside it, where the card says.
     assert card["checkpoints"] == f"{out}-checkpoints/run" and os.path.isdir(card["checkpoints"])
     assert not [p for p in out.iterdir() if p.is_dir() and p.name != "calibration"]
-    # The trained model through classify on 8 held-out images per species: far above chance (1/6).
+    # The trained model through classify on 40 held-out images per species: far above chance (1/6). (Its
+    # Top-1 on all 1,800 has been 0.77-0.85; 240 images put 0.6 over six standard errors below 0.77.)
     test = pq.read_table(data / "test.parquet", columns=["image_uri", "scientificName"]).to_pylist()
     per_species: dict = collections.defaultdict(list)
     for r in test:
         per_species[r["scientificName"]].append(r)
-    held = [r for rs in per_species.values() for r in rs[:8]]
+    held = [r for rs in per_species.values() for r in rs[:40]]
     manifest_uri = tmp_path / "held.parquet"
     pq.write_table(pa.table({"image_uri": [str(data / r["image_uri"]) for r in held]}), manifest_uri)
     pred_dir = tmp_path / "pred"
     classify(ClassifyConfig(model=str(out), input=str(manifest_uri), output=str(pred_dir)))
     got = pads.dataset(pred_dir, format="parquet").to_table(columns=["image_uri", "scientificName"]).to_pylist()
     truth = {str(data / r["image_uri"]): r["scientificName"] for r in held}
-    assert len(got) == len(truth) == config["species"] * 8
+    assert len(got) == len(truth) == config["species"] * 40
     top1 = sum(r["scientificName"] == truth[r["image_uri"]] for r in got) / len(got)
     assert top1 >= 0.6, top1
 
